@@ -1,0 +1,115 @@
+"""The `unetkit` command: parse arguments, call the library, print. No work happens here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from unetkit.errors import UnetkitError
+
+EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
+
+
+def _train(args: argparse.Namespace) -> None:
+    from unetkit.config import load_config
+    from unetkit.train.run import train
+
+    if args.config is None and args.resume is None:
+        raise UnetkitError("give a CONFIG.yaml, or --resume RUN_DIR to continue a run")
+    source = args.config if args.config is not None else Path(args.resume) / "config.yaml"
+    cfg = load_config(source, args.set)
+    result = train(cfg, resume=args.resume, name=Path(source).stem, progress=not args.quiet)
+    print(f"run folder: {result.run_dir}")
+    best = result.run_dir / "best.pt"
+    print(f"best epoch {result.best_epoch}: {cfg.train.monitor} {result.best_score:.4f} -> {best}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from unetkit.infer.evaluate import evaluate
+    from unetkit.metrics import format_table
+
+    report = evaluate(args.checkpoint, args.data, images=args.images, masks=args.masks, output=args.output,
+                      device=args.device, progress=not args.quiet)
+    print(format_table(report))
+    print(f"scores written to {report['json']}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from unetkit.infer.predict import predict
+
+    written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay,
+                      probabilities=args.probabilities, device=args.device, progress=not args.quiet)
+    print(f"{len(written)} mask(s) written to {args.output}")
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from unetkit.demo import run_demo
+
+    run_demo(args.output, epochs=args.epochs, progress=not args.quiet)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unetkit", epilog=EPILOG,
+        description="Train, evaluate and apply U-Nets for semantic segmentation of your own images.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a U-Net from a YAML config", epilog=EPILOG,
+                       description="Train a U-Net. Writes a run folder with config.yaml, metrics.csv, "
+                                   "curves.png, samples/, last.pt and best.pt.")
+    p.add_argument("config", nargs="?", help="YAML config (see configs/); optional with --resume")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=5 (repeatable)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on labelled images", epilog=EPILOG,
+                       description="Per-class IoU, Dice, precision, recall, mIoU and pixel accuracy from one "
+                                   "confusion matrix over all images; printed as a table and written as JSON.")
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("--data", required=True, metavar="DIR", help="folder with images/ and masks/")
+    p.add_argument("--images", metavar="DIR", help="images folder, if not DIR/images")
+    p.add_argument("--masks", metavar="DIR", help="masks folder, if not DIR/masks")
+    p.add_argument("-o", "--output", metavar="FILE.json",
+                   help="where to write the scores (default: next to the checkpoint)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("predict", help="segment images with a checkpoint", epilog=EPILOG,
+                       description="Write one mask per image, in the training data's own encoding "
+                                   "(0/255 stays 0/255, palette colours stay colours). Any image size.")
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (not an input folder)")
+    p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (class colours on the image)")
+    p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy (K, H, W) float16")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("demo", help="generate synthetic cells, train, evaluate and predict (a few minutes on CPU)",
+                       epilog=EPILOG)
+    p.add_argument("-o", "--output", default="unetkit_demo", metavar="DIR", help="demo folder (default %(default)s)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: as in the demo config)")
+    p.set_defaults(func=_demo)
+
+    for name, p in sub.choices.items():
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        if name in ("evaluate", "predict"):
+            p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UnetkitError as err:
+        print(f"unetkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("unetkit: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

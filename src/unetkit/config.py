@@ -1,0 +1,237 @@
+"""The one typed config tree, loaded from YAML.
+
+Every run is described by a `Config`: data, model, loss, optimiser, training. Unknown keys are errors
+(a typo must not silently fall back to a default), and every error names the key path. String values may
+use `${VAR}` or `${VAR:-default}` so a config can take its data root from the environment; `--set a.b=v`
+overrides are applied to the YAML tree before validation, so they obey the same rules.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from unetkit.errors import UnetkitError
+
+IGNORE_INDEX = 255  # internal label of pixels that count in neither loss nor metrics (padding, "void")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MaskConfig(Strict):
+    """How the mask files encode classes; predictions are written back in the same encoding."""
+
+    # binary: two raw values ({0,255} or {0,1}); `foreground_value` is class 1, the other value class 0.
+    # index: the raw value is the class index. palette: RGB colour of class i is `palette[i]`.
+    # gray_values: raw gray value of class i is `values[i]` (arbitrary, unordered values).
+    encoding: Literal["binary", "index", "palette", "gray_values"] = "index"
+    foreground_value: int = 255
+    palette: list[tuple[int, int, int]] | None = None
+    values: list[int] | None = None
+    # Raw value (index / gray_values) or colour (palette) of pixels to ignore, e.g. CamVid's void = 11.
+    ignore_value: int | None = None
+    ignore_color: tuple[int, int, int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MaskConfig:
+        if self.encoding == "palette" and not self.palette:
+            raise ValueError("encoding 'palette' needs `palette`: one [R, G, B] colour per class")
+        if self.encoding == "gray_values" and not self.values:
+            raise ValueError("encoding 'gray_values' needs `values`: one gray value per class")
+        return self
+
+
+class DataConfig(Strict):
+    root: str = "."  # base folder for the relative paths below
+    train_images: str = "train/images"
+    train_masks: str = "train/masks"
+    val_images: str | None = None  # separate validation folders; when absent a split of train is used
+    val_masks: str | None = None
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of train files held out when no val folders
+    split_seed: int = 0  # makes that split deterministic
+    channels: Literal[1, 3] = 1  # 1 = gray, 3 = RGB; images are converted on read
+    classes: list[str] = Field(default_factory=lambda: ["background", "foreground"], min_length=2)
+    mask: MaskConfig = Field(default_factory=MaskConfig)
+    crop_size: int = Field(256, gt=0)  # training input size (random crops); valid U-Nets need a valid size
+    crops_per_image: int = Field(1, gt=0)  # random crops drawn from each training image per epoch
+    batch_size: int = Field(4, gt=0)
+    num_workers: int = Field(0, ge=0)
+    # Training augmentation as albumentations' own serialized transforms (A.to_dict format, list of
+    # {"__class_fullname__": ..., params}). None = the built-in default pipeline; [] = no augmentation.
+    augment: list[dict[str, Any]] | None = None
+    mean: list[float] = Field(default_factory=lambda: [0.5])  # per channel, on intensities scaled to [0, 1]
+    std: list[float] = Field(default_factory=lambda: [0.25])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def path(self, relative: str) -> Path:
+        """Resolve a data path against `root` (absolute paths stay as they are)."""
+        return Path(self.root) / relative
+
+
+class ModelConfig(Strict):
+    name: Literal["unet"] = "unet"
+    padding: Literal["valid", "same"] = "same"  # valid = the paper's unpadded network
+    depth: int = Field(4, ge=1, le=6)  # number of 2x2 poolings
+    base_channels: int = Field(64, gt=0)  # channels of the first level, doubled per level
+    batch_norm: bool = False
+    upsample: Literal["transpose", "bilinear"] = "transpose"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # at the end of the contracting path, as in the paper
+
+
+class LossTerm(Strict):
+    name: Literal["bce", "ce", "dice", "focal"]
+    weight: float = 1.0
+
+
+class LossConfig(Strict):
+    # Weighted sum of terms, e.g. [{name: dice}, {name: focal}]. `bce` makes a binary model with one
+    # output channel; every other term works on C-class softmax outputs.
+    terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce")], min_length=1)
+    class_weights: list[float] | None = None  # per class, for ce / focal / dice
+    focal_gamma: float = Field(2.0, ge=0.0)
+    dice_smooth: float = Field(1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        names = [t.name for t in self.terms]
+        if "bce" in names and len(set(names)) > 1 and not set(names) <= {"bce", "dice"}:
+            raise ValueError("`bce` combines only with `dice` (both on a single foreground channel)")
+        return self
+
+    @property
+    def binary(self) -> bool:
+        return any(t.name == "bce" for t in self.terms)
+
+
+class OptimConfig(Strict):
+    name: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)  # sgd only; the paper used 0.99
+    schedule: Literal["none", "cosine", "plateau"] = "cosine"
+    plateau_patience: int = Field(3, ge=0)
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    min_lr: float = Field(0.0, ge=0.0)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, gt=0)
+    device: str = "auto"  # auto = cuda when available, else cpu
+    amp: bool = True  # mixed precision on CUDA only; CPU runs in fp32
+    seed: int = 0
+    output_dir: str = "runs"
+    run_name: str | None = None  # default: config file name + timestamp
+    sample_images: int = Field(2, ge=0)  # validation images drawn in samples/epoch_NNN.png
+    monitor: Literal["miou", "val_loss"] = "miou"  # decides best.pt
+
+
+class Config(Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        n = self.data.num_classes
+        if self.loss.binary and n != 2:
+            raise ValueError(f"loss `bce` needs exactly 2 classes, data.classes has {n}")
+        if self.loss.class_weights is not None and len(self.loss.class_weights) != n:
+            raise ValueError(f"loss.class_weights has {len(self.loss.class_weights)} values for {n} classes")
+        mask = self.data.mask
+        if mask.encoding == "palette" and len(mask.palette or []) != n:
+            raise ValueError(f"data.mask.palette has {len(mask.palette or [])} colours for {n} classes")
+        if mask.encoding == "gray_values" and len(mask.values or []) != n:
+            raise ValueError(f"data.mask.values has {len(mask.values or [])} values for {n} classes")
+        if mask.encoding == "binary" and n != 2:
+            raise ValueError(f"data.mask.encoding 'binary' needs 2 classes, data.classes has {n}")
+        for key in ("mean", "std"):
+            if len(getattr(self.data, key)) not in (1, self.data.channels):
+                raise ValueError(f"data.{key} needs 1 or {self.data.channels} values")
+        return self
+
+
+_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string of a YAML tree."""
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            found = os.environ.get(m.group(1))
+            if found is None and m.group(2) is None:
+                raise UnetkitError(f"environment variable {m.group(1)} is not set (used in the config); set it")
+            return found if found is not None else m.group(2)
+
+        return _VAR.sub(sub, value)
+    return value
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in assignment:
+        raise UnetkitError(f"--set {assignment!r}: expected key=value, e.g. --set train.epochs=5")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UnetkitError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "config") -> Config:
+    """Validate a plain tree into a `Config`, turning pydantic's report into one line per key path."""
+    try:
+        return Config.model_validate(_expand(tree))
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{where}: {message}")
+        raise UnetkitError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when `path` is None), apply `--set` overrides, validate."""
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise UnetkitError(f"config file {path} does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise UnetkitError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise UnetkitError(f"{path}: the top level must be a mapping of sections (data, model, ...)")
+        tree = loaded or {}
+    for assignment in overrides or []:
+        apply_override(tree, assignment)
+    return config_from_dict(tree, source)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config (every default filled in) as YAML next to a run."""
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

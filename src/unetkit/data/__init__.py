@@ -1,0 +1,1 @@
+"""Data: reading images and masks, mask encodings, datasets, augmentation, tiling, demo data."""

@@ -1,0 +1,137 @@
+"""Folder datasets: a folder of images and a folder of masks, paired by file stem.
+
+Pairing, splitting and a pre-flight scan live here so that every problem with the user's files is found
+before a run folder is created: an image without a mask, a size mismatch or an undeclared mask value stops
+`train` with one line naming the file, not an hour into training.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from unetkit.config import DataConfig
+from unetkit.data.io import list_images, read_image, read_raw
+from unetkit.data.masks import MaskCodec
+from unetkit.errors import UnetkitError
+
+Pair = tuple[Path, Path]  # (image file, mask file)
+
+
+def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for f in files:
+        if f.stem in found:
+            raise UnetkitError(f"{folder}: two files share the name {f.stem!r} ({found[f.stem].name}, {f.name}); "
+                               "rename one so images and masks pair up unambiguously")
+        found[f.stem] = f
+    return found
+
+
+def _names(stems: list[str]) -> str:
+    shown = ", ".join(sorted(stems)[:5])
+    return shown + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
+
+
+def pair_files(images_dir: Path, masks_dir: Path) -> list[Pair]:
+    """Pair images and masks by file stem (`7.png` <-> `7.tif` is fine); every file must have a partner."""
+    images = _by_stem(list_images(images_dir), images_dir)
+    masks = _by_stem(list_images(masks_dir), masks_dir)
+    lonely_images = [s for s in images if s not in masks]
+    if lonely_images:
+        raise UnetkitError(f"{images_dir}: no mask in {masks_dir} for image(s) {_names(lonely_images)}; "
+                           "add the masks or move those images out")
+    lonely_masks = [s for s in masks if s not in images]
+    if lonely_masks:
+        raise UnetkitError(f"{masks_dir}: no image in {images_dir} for mask(s) {_names(lonely_masks)}; "
+                           "add the images or move those masks out")
+    return [(images[s], masks[s]) for s in sorted(images)]
+
+
+def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Deterministic train/validation split: the same files, seed and fraction give the same split."""
+    if len(pairs) < 2:
+        raise UnetkitError(f"only {len(pairs)} image/mask pair found: need at least 2 to hold out validation, "
+                           "or give data.val_images / data.val_masks")
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(pairs) - 1, max(1, round(fraction * len(pairs))))
+    val = sorted(order[:n_val])
+    train = sorted(order[n_val:])
+    return [pairs[i] for i in train], [pairs[i] for i in val]
+
+
+def dataset_pairs(cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
+    """The training and validation pairs a config describes (separate folders, else a split)."""
+    train = pair_files(cfg.path(cfg.train_images), cfg.path(cfg.train_masks))
+    if (cfg.val_images is None) != (cfg.val_masks is None):
+        raise UnetkitError("data.val_images and data.val_masks go together: give both or neither")
+    if cfg.val_images is not None and cfg.val_masks is not None:
+        return train, pair_files(cfg.path(cfg.val_images), cfg.path(cfg.val_masks))
+    return split_pairs(train, cfg.val_fraction, cfg.split_seed)
+
+
+def load_pair(pair: Pair, channels: int, codec: MaskCodec) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices."""
+    image = read_image(pair[0], channels)
+    mask = codec.decode(read_raw(pair[1]), str(pair[1]))
+    if image.shape[:2] != mask.shape[:2]:
+        raise UnetkitError(f"{pair[1]}: mask is {mask.shape[1]}x{mask.shape[0]} but image {pair[0].name} is "
+                           f"{image.shape[1]}x{image.shape[0]} (width x height); masks must match their images")
+    return image, mask
+
+
+def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> np.ndarray:
+    """Read every pair once, so bad files fail before training starts; returns pixel counts per class (C,)."""
+    counts = np.zeros(codec.num_classes, dtype=np.int64)
+    for pair in pairs:
+        _, mask = load_pair(pair, channels, codec)
+        counts += np.bincount(mask.ravel(), minlength=256)[: codec.num_classes]
+    return counts
+
+
+class FolderDataset(Dataset):
+    """Image/mask pairs from two folders, transformed by an albumentations pipeline.
+
+    Items are `(image, mask)`: image (C, H, W) float32 normalized, mask (H, W) int64 class indices with
+    IGNORE_INDEX for ignored pixels. With `repeats > 1` each image is visited that many times per epoch,
+    which is how several random crops per image are drawn.
+    """
+
+    def __init__(
+        self,
+        images_dir: Path | None = None,
+        masks_dir: Path | None = None,
+        *,
+        pairs: list[Pair] | None = None,
+        channels: int = 1,
+        codec: MaskCodec,
+        transform: Callable[..., dict] | None = None,
+        repeats: int = 1,
+    ) -> None:
+        if pairs is None:
+            if images_dir is None or masks_dir is None:
+                raise ValueError("give images_dir and masks_dir, or pairs")
+            pairs = pair_files(Path(images_dir), Path(masks_dir))
+        self.pairs = pairs
+        self.channels = channels
+        self.codec = codec
+        self.transform = transform
+        self.repeats = repeats
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.repeats
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = load_pair(self.pairs[index % len(self.pairs)], self.channels, self.codec)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
+        mask_t = torch.from_numpy(np.ascontiguousarray(mask)).long()
+        return image_t, mask_t

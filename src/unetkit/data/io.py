@@ -1,0 +1,194 @@
+"""Reading and writing images and masks.
+
+Images become `(H, W, C)` float32 in [0, 1] so everything downstream sees one format whatever the file's bit
+depth; masks are read untouched (`read_raw`) because their raw values *are* the labels and `MaskCodec` decides
+what they mean. TIFF goes through tifffile (16-bit, multi-page, planar files), everything else through
+Pillow. A file that cannot be decoded is the user's to fix, so it raises `UnetkitError` naming the file.
+Writes go to a temporary file in the target folder and are moved into place, so an interrupted run never
+leaves a half-written mask that a later run would read as data.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image
+
+from unetkit.errors import UnetkitError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_TIFF = (".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name (extensions matched case-insensitively).
+
+    Hidden files are skipped: copies made on macOS leave `._name.png` companions that are not images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UnetkitError(f"image folder {folder} does not exist; check data.root and the data paths")
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not files:
+        raise UnetkitError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the data paths")
+    return files
+
+
+def _unreadable(path: Path, reason: str) -> UnetkitError:
+    return UnetkitError(f"{path}: cannot read image ({reason}); replace or remove the file")
+
+
+def _load(path: Path, as_image: bool) -> np.ndarray:
+    """Decode a file into its stored pixel array: `(H, W)` or `(H, W, S)` with S samples per pixel.
+
+    With `as_image`, Pillow's paletted and 1-bit modes are expanded to what they look like (RGB, 0/255);
+    without it the stored values are kept, because a paletted mask stores class indices.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _unreadable(path, "no such file")
+    if path.stat().st_size == 0:
+        raise _unreadable(path, "the file is empty")
+    # Decoders fail in many ways on a damaged file (OSError, SyntaxError, ValueError, struct and zlib
+    # errors, tifffile's own), and each one means the same thing here: the file is not a usable image.
+    try:
+        if path.suffix.lower() in _TIFF:
+            return _planar_to_last(tifffile.imread(path, key=0))
+        with Image.open(path) as img:
+            img.load()  # Pillow decodes lazily; force it so truncation is caught here
+            return np.asarray(_normalise_mode(img, as_image))
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise _unreadable(path, reason) from None
+
+
+def _planar_to_last(array: np.ndarray) -> np.ndarray:
+    """tifffile returns planar (separate-plane) RGB as `(S, H, W)`; move the samples last."""
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[2] not in (3, 4):
+        return np.moveaxis(array, 0, -1)
+    return array
+
+
+def _normalise_mode(img: Image.Image, as_image: bool) -> Image.Image:
+    """Turn Pillow's many modes into L / I;16 / I / F / RGB / RGBA arrays numpy understands."""
+    if img.mode == "P":
+        if not as_image:
+            return img
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode == "1":
+        return img.convert("L") if as_image else img  # raw: numpy gives bool, read_raw makes it 0/1
+    if img.mode == "LA":
+        return img.getchannel("L")
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "La", "PA"):
+        return img.convert("RGB")
+    return img
+
+
+def _squeeze_channels(array: np.ndarray, path: Path) -> np.ndarray:
+    """`(H, W)` or `(H, W, 3)`: single-sample stacks lose their axis, RGBA loses alpha."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., :3]
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3):
+        return array
+    raise UnetkitError(f"{path}: image has shape {array.shape}; unetkit reads gray (H, W) or RGB (H, W, 3) images")
+
+
+def read_raw(path: Path) -> np.ndarray:
+    """The file's pixel values untouched, `(H, W)` or `(H, W, 3)` (alpha dropped); used for masks.
+
+    A paletted PNG gives its stored indices, a 1-bit image 0/1. The dtype is the file's own.
+    """
+    path = Path(path)
+    array = _squeeze_channels(_load(path, as_image=False), path)
+    return array.astype(np.uint8) if array.dtype == np.bool_ else array
+
+
+def read_image(path: Path, channels: int) -> np.ndarray:
+    """An image as `(H, W, channels)` float32 in [0, 1], converted to gray (1) or RGB (3).
+
+    Scaling uses the dtype's range (uint8 / 255, uint16 / 65535), so intensities mean the same in every
+    file of a dataset. Float images already in [0, 1] are kept; other float or signed data is min-max
+    scaled per image, the only choice that works without knowing the instrument. RGB -> gray uses the
+    ITU-R 601 luminance (as Pillow and OpenCV do); gray -> RGB repeats the channel.
+    """
+    path = Path(path)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    array = _squeeze_channels(_load(path, as_image=True), path)
+    image = _to_unit_float(array, path)
+    if image.ndim == 3 and channels == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] != channels:
+        image = np.repeat(image, channels, axis=2)
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if array.dtype == np.int32 and array.size and array.min() >= 0 and array.max() <= 65535:
+        array = array.astype(np.uint16)  # Pillow's mode "I" holding 16-bit data
+    if np.issubdtype(array.dtype, np.unsignedinteger):
+        return array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
+    image = array.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise UnetkitError(f"{path}: image holds NaN or infinite values; replace them before training")
+    low, high = (float(image.min()), float(image.max())) if image.size else (0.0, 0.0)
+    if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        return image
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def _atomic_write(path: Path, array: np.ndarray) -> None:
+    """Write via a temporary file in the same folder and `os.replace`, so readers never see half a file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".bmp", ".jpg", ".jpeg", *_TIFF):
+        raise UnetkitError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .tif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if suffix in _TIFF:
+            tifffile.imwrite(tmp, array, photometric="rgb" if array.ndim == 3 else "minisblack")
+        else:
+            fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
+            Image.fromarray(array).save(tmp, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_mask(path: Path, array: np.ndarray) -> None:
+    """Write a mask losslessly: `(H, W)` uint8/uint16 or `(H, W, 3)` uint8, as PNG or TIFF."""
+    path = Path(path)
+    gray = array.ndim == 2 and array.dtype in (np.uint8, np.uint16)
+    rgb = array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8
+    if not (gray or rgb):
+        raise ValueError(f"mask must be (H, W) uint8/uint16 or (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise UnetkitError(f"{path}: JPEG is lossy and would change mask values; write masks as .png or .tif")
+    if array.dtype == np.uint16 and path.suffix.lower() == ".bmp":
+        raise UnetkitError(f"{path}: BMP cannot hold 16-bit masks; use .png or .tif")
+    _atomic_write(path, np.ascontiguousarray(array))
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Write an 8-bit picture (overlay, plot): `(H, W)` or `(H, W, 3)` uint8, as PNG, JPEG, BMP or TIFF."""
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"image must be (H, W) or (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    _atomic_write(Path(path), np.ascontiguousarray(array))

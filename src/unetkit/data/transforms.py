@@ -1,0 +1,82 @@
+"""Augmentation and normalization pipelines, built with albumentations only.
+
+The config holds the training augmentation in albumentations' own serialized form (what `A.to_dict`
+writes), so any albumentations transform works without a name registry of ours, and the resolved config
+records exactly which pipeline a run used. Masks always follow with nearest-neighbour interpolation
+(albumentations' default `mask_interpolation`), so class indices never blend.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import cv2
+
+from unetkit.config import DataConfig
+from unetkit.errors import UnetkitError
+
+
+def default_augment() -> list[dict[str, Any]]:
+    """The default training augmentation as serialized transforms: flips, 90-degree rotations,
+    shift-scale-rotate, brightness/contrast and elastic deformation. Borders are mirrored, as in the paper."""
+    pipeline = A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.Affine(
+                translate_percent=(-0.0625, 0.0625),
+                scale=(0.9, 1.1),
+                rotate=(-30, 30),
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=0.5,
+            ),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+            A.ElasticTransform(alpha=30.0, sigma=6.0, border_mode=cv2.BORDER_REFLECT_101, p=0.2),
+        ]
+    )
+    return A.to_dict(pipeline)["transform"]["transforms"]
+
+
+def _deserialize(transforms: list[dict[str, Any]]) -> list[A.BasicTransform]:
+    """Rebuild transforms from their serialized dicts, naming the entry that albumentations rejects."""
+    built = []
+    for i, spec in enumerate(transforms):
+        name = spec.get("__class_fullname__", "?") if isinstance(spec, dict) else "?"
+        try:
+            built.append(A.from_dict({"transform": spec}))
+        except Exception as err:  # albumentations raises several types for bad specs
+            raise UnetkitError(
+                f"data.augment[{i}] ({name}): not a valid albumentations transform ({err}); "
+                "write entries as A.to_dict does, e.g. {__class_fullname__: HorizontalFlip, p: 0.5}"
+            ) from None
+    return built
+
+
+def _normalize(cfg: DataConfig) -> A.Normalize:
+    # Images arrive scaled to [0, 1] (see data.io.read_image), hence max_pixel_value=1.
+    return A.Normalize(mean=tuple(cfg.mean), std=tuple(cfg.std), max_pixel_value=1.0)
+
+
+def train_transform(cfg: DataConfig) -> A.Compose:
+    """Random crop of `crop_size` (mirror-padded when the image is smaller), augmentation, normalization.
+
+    Cropping first keeps the costly transforms (elastic, affine) on the small patch.
+    """
+    size = cfg.crop_size
+    augment = default_augment() if cfg.augment is None else cfg.augment
+    return A.Compose(
+        [
+            A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REFLECT_101),
+            A.RandomCrop(height=size, width=size),
+            *_deserialize(augment),
+            _normalize(cfg),
+        ]
+    )
+
+
+def eval_transform(cfg: DataConfig) -> A.Compose:
+    """Whole images, normalization only: the predictor pads to a size the network accepts."""
+    return A.Compose([_normalize(cfg)])
+

@@ -1,0 +1,1 @@
+"""Inference: a predictor that handles any image size, folder prediction and evaluation."""

@@ -1,0 +1,42 @@
+"""The one place a `ModelConfig` becomes constructor arguments.
+
+Each model family has a small builder in `_BUILDERS`, keyed by `cfg.name`; adding a family means adding one
+entry. The channel counts come from the data and loss config, so the caller passes them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from unetkit.config import ModelConfig
+from unetkit.errors import UnetkitError
+from unetkit.models.unet import UNet
+
+
+def _build_unet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
+    return UNet(
+        in_channels=in_channels,
+        num_classes=out_channels,
+        depth=cfg.depth,
+        base_channels=cfg.base_channels,
+        padding=cfg.padding,
+        batch_norm=cfg.batch_norm,
+        upsample=cfg.upsample,
+        dropout=cfg.dropout,
+    )
+
+
+_BUILDERS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {"unet": _build_unet}
+
+
+def build_model(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """Build the network described by `cfg`: `(N, in_channels, H, W)` -> logits `(N, out_channels, H', W')`.
+
+    `out_channels` is 1 for a binary model trained with BCE, else the number of classes.
+    """
+    builder = _BUILDERS.get(cfg.name)
+    if builder is None:
+        raise UnetkitError(f"model.name {cfg.name!r} is unknown; choose one of {sorted(_BUILDERS)}")
+    return builder(cfg, in_channels, out_channels)

@@ -1,0 +1,1 @@
+"""Training: plain functions for one epoch, validation, checkpoints and the whole run."""
