@@ -54,6 +54,7 @@ class DataConfig(Strict):
     train_masks: str = "train/masks"
     val_images: str | None = None  # separate validation folders; when absent a split of train is used
     val_masks: str | None = None
+    val_files: list[str] | None = None  # file stems held out for validation (a fixed split), e.g. ["25", "26"]
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of train files held out when no val folders
     split_seed: int = 0  # makes that split deterministic
     channels: Literal[1, 3] = 1  # 1 = gray, 3 = RGB; images are converted on read

@@ -66,6 +66,19 @@ def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pai
     return [pairs[i] for i in train], [pairs[i] for i in val]
 
 
+def split_by_name(pairs: list[Pair], val_files: list[str]) -> tuple[list[Pair], list[Pair]]:
+    """A fixed split: the pairs whose image stem is listed go to validation."""
+    stems = {p[0].stem for p in pairs}
+    missing = [s for s in val_files if s not in stems]
+    if missing:
+        raise UnetkitError(f"data.val_files names {_names(missing)}, not found among the training images")
+    chosen = set(val_files)
+    train = [p for p in pairs if p[0].stem not in chosen]
+    if not train:
+        raise UnetkitError("data.val_files holds out every image; leave some for training")
+    return train, [p for p in pairs if p[0].stem in chosen]
+
+
 def dataset_pairs(cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
     """The training and validation pairs a config describes (separate folders, else a split)."""
     train = pair_files(cfg.path(cfg.train_images), cfg.path(cfg.train_masks))
@@ -73,6 +86,8 @@ def dataset_pairs(cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
         raise UnetkitError("data.val_images and data.val_masks go together: give both or neither")
     if cfg.val_images is not None and cfg.val_masks is not None:
         return train, pair_files(cfg.path(cfg.val_images), cfg.path(cfg.val_masks))
+    if cfg.val_files is not None:
+        return split_by_name(train, cfg.val_files)
     return split_pairs(train, cfg.val_fraction, cfg.split_seed)
 
 

@@ -62,13 +62,17 @@ def _load(path: Path, as_image: bool) -> np.ndarray:
     # errors, tifffile's own), and each one means the same thing here: the file is not a usable image.
     try:
         if path.suffix.lower() in _TIFF:
-            return _planar_to_last(tifffile.imread(path, key=0))
-        with Image.open(path) as img:
-            img.load()  # Pillow decodes lazily; force it so truncation is caught here
-            return np.asarray(_normalise_mode(img, as_image))
+            array = _planar_to_last(tifffile.imread(path, key=0))
+        else:
+            with Image.open(path) as img:
+                img.load()  # Pillow decodes lazily; force it so truncation is caught here
+                array = np.asarray(_normalise_mode(img, as_image))
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise _unreadable(path, reason) from None
+    if array.ndim < 2 or array.size == 0:
+        raise _unreadable(path, "no pixel data found")
+    return array
 
 
 def _planar_to_last(array: np.ndarray) -> np.ndarray:

@@ -1,0 +1,49 @@
+"""Augmentation built from albumentations' serialized form; masks never get invented values."""
+
+import numpy as np
+import pytest
+
+from unetkit.config import DataConfig
+from unetkit.data.transforms import default_augment, eval_transform, train_transform
+from unetkit.errors import UnetkitError
+
+
+def test_default_pipeline_is_serialized_albumentations() -> None:
+    names = [t["__class_fullname__"] for t in default_augment()]
+    assert names == ["HorizontalFlip", "VerticalFlip", "RandomRotate90", "Affine", "RandomBrightnessContrast",
+                     "ElasticTransform"]
+
+
+def test_masks_keep_their_labels_under_every_default_transform() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((48, 48, 1), dtype=np.float32)
+    mask = np.zeros((48, 48), np.uint8)
+    mask[10:30, 5:40] = 1
+    mask[20:45, 20:25] = 2
+    cfg = DataConfig(classes=["a", "b", "c"], crop_size=40,
+                     augment=[{**t, "p": 1.0} for t in default_augment()])  # every transform, every time
+    transform = train_transform(cfg)
+    for _ in range(10):
+        out = transform(image=image, mask=mask)
+        assert out["image"].shape == (40, 40, 1)
+        assert set(np.unique(out["mask"]).tolist()) <= {0, 1, 2}
+
+
+def test_small_images_are_mirror_padded_to_the_crop() -> None:
+    image = np.linspace(0, 1, 20 * 20, dtype=np.float32).reshape(20, 20, 1)
+    cfg = DataConfig(crop_size=32, augment=[])
+    out = train_transform(cfg)(image=image, mask=np.zeros((20, 20), np.uint8))
+    assert out["image"].shape == (32, 32, 1)
+
+
+def test_eval_transform_normalizes_exactly() -> None:
+    cfg = DataConfig(mean=[0.5], std=[0.25])
+    image = np.array([[[0.0], [0.5]], [[0.75], [1.0]]], np.float32)
+    out = eval_transform(cfg)(image=image)["image"]
+    np.testing.assert_allclose(out[..., 0], [[-2.0, 0.0], [1.0, 2.0]], atol=1e-6)
+
+
+def test_unknown_transform_is_named() -> None:
+    cfg = DataConfig(augment=[{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "NoSuchFlip", "p": 0.5}])
+    with pytest.raises(UnetkitError, match=r"data.augment\[1\] \(NoSuchFlip\)"):
+        train_transform(cfg)
