@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny labelled dataset, a config that trains on it in about a second, a checkpoint.
 
 Names start with `tiny_` so they do not collide with fixtures of the per-package test folders.
+`shared_datasets` points at the real datasets next to the repository (skipped where absent, a failure in CI).
 
 Dataset layout (`tiny_dataset`)::
 
@@ -10,6 +11,7 @@ Dataset layout (`tiny_dataset`)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from PIL import Image
 
 TINY_SIZE = 32  # side of every tiny image; a padded depth-2 U-Net accepts multiples of 4
 TINY_COUNT = 4  # pairs; val_fraction 0.2 holds out round(0.8) = 1 of them
+# Real datasets (isbi2012, camvid, sandstone) live beside the repository; UNETKIT_DATASETS points elsewhere.
+DATASETS = Path(os.environ.get("UNETKIT_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
 def write_tiny_dataset(root: Path, count: int = TINY_COUNT, size: int = TINY_SIZE) -> Path:
@@ -101,3 +105,18 @@ def tiny_config_writer(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """Folder holding the real datasets (`isbi2012/`, `camvid/`, ...).
+
+    Tests using it skip when it is missing on a developer's machine, but fail under CI (`CI=true`), where the
+    datasets are always provided: a silently skipped real-data test would hide a broken path setting.
+    """
+    if not DATASETS.is_dir():
+        message = f"real datasets not found at {DATASETS} (set UNETKIT_DATASETS)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return DATASETS

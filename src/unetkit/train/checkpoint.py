@@ -9,7 +9,6 @@ renamed, so a crash mid-write never leaves a truncated `last.pt`.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +63,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UnetkitError(f"checkpoint {path} does not exist")
+    # A file that is not a torch archive fails inside the unpickler in many ways (UnpicklingError, EOFError,
+    # IndexError on a stray opcode, UnicodeDecodeError, ...); each means the same thing: not a checkpoint.
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+    except Exception as err:
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UnetkitError(f"{path} is not a unetkit checkpoint (cannot load it: {reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
