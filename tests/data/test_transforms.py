@@ -44,6 +44,7 @@ def test_eval_transform_normalizes_exactly() -> None:
 
 
 def test_unknown_transform_is_named() -> None:
-    cfg = DataConfig(augment=[{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "NoSuchFlip", "p": 0.5}])
+    cfg = DataConfig(augment=[{"__class_fullname__": "HorizontalFlip", "p": 0.5},
+                              {"__class_fullname__": "NoSuchFlip", "p": 0.5}])
     with pytest.raises(UnetkitError, match=r"data.augment\[1\] \(NoSuchFlip\)"):
         train_transform(cfg)
