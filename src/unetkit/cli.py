@@ -29,9 +29,14 @@ def _evaluate(args: argparse.Namespace) -> None:
     from unetkit.infer.evaluate import evaluate
     from unetkit.metrics import format_table
 
-    report = evaluate(args.checkpoint, args.data, images=args.images, masks=args.masks, output=args.output,
+    report = evaluate(args.checkpoint, args.data, split=args.split, images=args.images, masks=args.masks,
+                      output=args.output,
+                      tile=args.tile, overlap=args.overlap, tta=args.tta, em_scores=args.em or None,
                       device=args.device, progress=not args.quiet)
     print(format_table(report))
+    if "em_scores" in report:
+        print("EM scores (ISBI 2012, mean over images): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in report["em_scores"].items()))
     print(f"scores written to {report['json']}")
 
 
@@ -39,8 +44,23 @@ def _predict(args: argparse.Namespace) -> None:
     from unetkit.infer.predict import predict
 
     written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay,
-                      probabilities=args.probabilities, device=args.device, progress=not args.quiet)
+                      probabilities=args.probabilities, tile=args.tile, overlap=args.overlap, tta=args.tta,
+                      device=args.device, progress=not args.quiet)
     print(f"{len(written)} mask(s) written to {args.output}")
+
+
+def _weightmap(args: argparse.Namespace) -> None:
+    from unetkit.config import load_config
+    from unetkit.data.io import list_images
+    from unetkit.data.weightmap import write_weight_maps
+
+    cfg = load_config(args.config, args.set)
+    masks = [m for item in map(Path, args.masks) for m in (list_images(item) if item.is_dir() else [item])]
+    missing = [m for m in masks if not m.is_file()]
+    if missing:
+        raise UnetkitError(f"mask {missing[0]} does not exist")
+    written = write_weight_maps(cfg, masks, Path(args.output))
+    print(f"{len(written)} weight map(s) written to {args.output} (NAME_weights.png picture, NAME_weights.npy values)")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -68,11 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Per-class IoU, Dice, precision, recall, mIoU and pixel accuracy from one "
                                    "confusion matrix over all images; printed as a table and written as JSON.")
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
-    p.add_argument("--data", required=True, metavar="DIR", help="folder with images/ and masks/")
+    p.add_argument("--data", metavar="DIR", help="folder with images/ and masks/")
+    p.add_argument("--split", choices=["val"], help="instead of --data: the run's own validation images")
     p.add_argument("--images", metavar="DIR", help="images folder, if not DIR/images")
     p.add_argument("--masks", metavar="DIR", help="masks folder, if not DIR/masks")
     p.add_argument("-o", "--output", metavar="FILE.json",
                    help="where to write the scores (default: next to the checkpoint)")
+    p.add_argument("--em", action="store_true",
+                   help="also report the ISBI 2012 EM scores: pixel error, Rand error, V_rand, V_info "
+                        "(binary boundary data, class 1 = boundary)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="segment images with a checkpoint", epilog=EPILOG,
@@ -85,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy (K, H, W) float16")
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("weightmap", help="draw the paper's border weight map of masks", epilog=EPILOG,
+                       description="w = w_c + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) (U-Net paper, eq. 2), with the "
+                                   "mask encoding and data.weight_map settings of CONFIG.")
+    p.add_argument("config", help="YAML config declaring the mask encoding (and data.weight_map)")
+    p.add_argument("masks", nargs="+", metavar="MASK", help="mask files or folders")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    p.set_defaults(func=_weightmap)
+
     p = sub.add_parser("demo", help="generate synthetic cells, train, evaluate and predict (a few minutes on CPU)",
                        epilog=EPILOG)
     p.add_argument("-o", "--output", default="unetkit_demo", metavar="DIR", help="demo folder (default %(default)s)")
@@ -95,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if name in ("evaluate", "predict"):
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default %(default)s)")
+            p.add_argument("--tile", type=int, metavar="PX",
+                           help="output tile size; larger images are predicted tile by tile (default: config, 512)")
+            p.add_argument("--overlap", type=int, metavar="PX",
+                           help="pixels shared by neighbouring tiles, blended (default: 0 = exact overlap-tile "
+                                "for valid U-Nets, tile/4 for padded ones)")
+            p.add_argument("--tta", choices=["none", "flips", "d4"],
+                           help="test-time augmentation: average over flips, or flips and 90-degree rotations")
     return parser
 
 

@@ -48,6 +48,16 @@ class MaskConfig(Strict):
         return self
 
 
+class WeightMapConfig(Strict):
+    """The paper's pixel-wise weight map (eq. 2): w = w_c + w0 * exp(-(d1 + d2)^2 / (2 sigma^2))."""
+
+    object_classes: list[int] = Field(default_factory=lambda: [1])  # classes whose connected regions are objects
+    w0: float = Field(10.0, ge=0.0)  # weight of the border term (paper: 10)
+    sigma: float = Field(5.0, gt=0.0)  # its width in pixels (paper: 5)
+    class_balance: bool = True  # w_c balances class frequencies per image; false = 1 everywhere
+    cache_dir: str | None = None  # also keep computed maps on disk here (.npy), not only in memory
+
+
 class DataConfig(Strict):
     root: str = "."  # base folder for the relative paths below
     train_images: str = "train/images"
@@ -67,6 +77,7 @@ class DataConfig(Strict):
     # Training augmentation as albumentations' own serialized transforms (A.to_dict format, list of
     # {"__class_fullname__": ..., params}). None = the built-in default pipeline; [] = no augmentation.
     augment: list[dict[str, Any]] | None = None
+    weight_map: WeightMapConfig | None = None  # per-pixel loss weights for the `weighted_ce` loss term
     mean: list[float] = Field(default_factory=lambda: [0.5])  # per channel, on intensities scaled to [0, 1]
     std: list[float] = Field(default_factory=lambda: [0.25])
 
@@ -87,10 +98,11 @@ class ModelConfig(Strict):
     batch_norm: bool = False
     upsample: Literal["transpose", "bilinear"] = "transpose"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # at the end of the contracting path, as in the paper
+    init: Literal["default", "he"] = "default"  # he = normal with std sqrt(2 / fan_in), as in the paper
 
 
 class LossTerm(Strict):
-    name: Literal["bce", "ce", "dice", "focal"]
+    name: Literal["bce", "ce", "dice", "focal", "weighted_ce"]  # weighted_ce uses data.weight_map
     weight: float = 1.0
 
 
@@ -127,6 +139,7 @@ class OptimConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(20, gt=0)
+    max_minutes: float | None = Field(None, gt=0)  # time budget: stop after the epoch that passes it
     device: str = "auto"  # auto = cuda when available, else cpu
     amp: bool = True  # mixed precision on CUDA only; CPU runs in fp32
     seed: int = 0
@@ -136,12 +149,29 @@ class TrainConfig(Strict):
     monitor: Literal["miou", "val_loss"] = "miou"  # decides best.pt
 
 
+class InferConfig(Strict):
+    """How evaluate and predict run the network over whole images (the CLI flags override these)."""
+
+    tile: int = Field(512, gt=0)  # output tile size; larger images are predicted tile by tile
+    overlap: int | None = Field(None, ge=0)  # pixels shared by neighbouring tiles; None = 0 for valid, tile/4 same
+    blend: Literal["gaussian", "linear", "constant"] = "gaussian"  # weights of overlapping tiles
+    tta: Literal["none", "flips", "d4"] = "none"  # test-time augmentation: flips, or flips and 90-degree turns
+    batch_size: int = Field(4, gt=0)  # tiles per forward pass
+    em_scores: bool = False  # also report ISBI 2012 EM scores (binary: class 1 = boundary)
+
+    def overlap_for(self, margin: int) -> int:
+        if self.overlap is not None:
+            return self.overlap
+        return 0 if margin > 0 else self.tile // 4
+
+
 class Config(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -157,6 +187,12 @@ class Config(Strict):
             raise ValueError(f"data.mask.values has {len(mask.values or [])} values for {n} classes")
         if mask.encoding == "binary" and n != 2:
             raise ValueError(f"data.mask.encoding 'binary' needs 2 classes, data.classes has {n}")
+        if any(t.name == "weighted_ce" for t in self.loss.terms) and self.data.weight_map is None:
+            raise ValueError("loss term `weighted_ce` needs data.weight_map, e.g. {object_classes: [1]}")
+        if self.data.weight_map is not None and any(c >= n for c in self.data.weight_map.object_classes):
+            raise ValueError(f"data.weight_map.object_classes must be class indices below {n}")
+        if self.infer.em_scores and n != 2:
+            raise ValueError("infer.em_scores needs 2 classes (class 1 = boundary)")
         for key in ("mean", "std"):
             if len(getattr(self.data, key)) not in (1, self.data.channels):
                 raise ValueError(f"data.{key} needs 1 or {self.data.channels} values")

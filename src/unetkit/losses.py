@@ -128,6 +128,22 @@ class Focal(nn.Module):
         return _masked_mean(per_pixel, valid)
 
 
+class WeightedCrossEntropy(nn.Module):
+    """The paper's energy (eq. 1): cross-entropy of each pixel times its weight-map value w(x), averaged over
+    valid pixels. The weight map already holds the class balance w_c, so class weights are not applied again."""
+
+    def __init__(self, ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor, pixel_weight: Tensor | None) -> Tensor:
+        if pixel_weight is None:
+            raise ValueError("weighted_ce needs a weight map: set data.weight_map so batches carry `weight`")
+        valid, safe = _valid_and_safe(target, self.ignore_index)
+        per_pixel = F.cross_entropy(logits.float(), safe, reduction="none")  # (N, H, W)
+        return _masked_mean(per_pixel * pixel_weight.float(), valid)
+
+
 class SegmentationLoss(nn.Module):
     """Weighted sum of loss terms; `parts` gives each weighted term separately for logging."""
 
@@ -138,8 +154,9 @@ class SegmentationLoss(nn.Module):
         self.terms = nn.ModuleList(terms)
         self.num_classes = num_classes
 
-    def parts(self, logits: Tensor, target: Tensor) -> dict[str, Tensor]:
-        """{term name: weight * term(logits, target)}; logits `(N, C, H, W)`, target `(N, H, W)` int64."""
+    def parts(self, logits: Tensor, target: Tensor, pixel_weight: Tensor | None = None) -> dict[str, Tensor]:
+        """{term name: weight * term(logits, target)}; logits `(N, C, H, W)`, target `(N, H, W)` int64,
+        pixel_weight `(N, H, W)` (the border weight map, for `weighted_ce` only)."""
         if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
             raise ValueError(
                 f"logits {tuple(logits.shape)} and target {tuple(target.shape)} do not match as (N, C, H, W) and "
@@ -151,12 +168,15 @@ class SegmentationLoss(nn.Module):
         target = target.long()
         out: dict[str, Tensor] = {}
         for name, weight, term in zip(self.names, self.weights, self.terms, strict=True):
-            value = weight * term(logits, target)
+            if isinstance(term, WeightedCrossEntropy):
+                value = weight * term(logits, target, pixel_weight)
+            else:
+                value = weight * term(logits, target)
             out[name] = out[name] + value if name in out else value
         return out
 
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return torch.stack(list(self.parts(logits, target).values())).sum()
+    def forward(self, logits: Tensor, target: Tensor, pixel_weight: Tensor | None = None) -> Tensor:
+        return torch.stack(list(self.parts(logits, target, pixel_weight).values())).sum()
 
 
 def build_loss(cfg: LossConfig, num_classes: int, ignore_index: int = IGNORE_INDEX) -> SegmentationLoss:
@@ -172,6 +192,8 @@ def build_loss(cfg: LossConfig, num_classes: int, ignore_index: int = IGNORE_IND
             terms.append(BinaryCrossEntropy(weights, ignore_index))
         elif term.name == "ce":
             terms.append(CrossEntropy(weights, ignore_index))
+        elif term.name == "weighted_ce":
+            terms.append(WeightedCrossEntropy(ignore_index))
         elif term.name == "dice":
             terms.append(SoftDice(weights, cfg.dice_smooth, ignore_index))
         else:

@@ -81,7 +81,8 @@ def test_folder_dataset_items_16bit_tiff_and_rgb(tmp_path: Path) -> None:
                        transform=train_transform(cfg), repeats=3)
     assert len(ds) == 6
     for i in range(len(ds)):
-        image, mask = ds[i]
+        item = ds[i]
+        image, mask = item["image"], item["mask"]
         assert image.shape == (3, 32, 32) and image.dtype.is_floating_point
         assert mask.shape == (32, 32)
         assert set(mask.unique().tolist()) <= {0, 1, 2, IGNORE_INDEX}

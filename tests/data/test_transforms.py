@@ -11,7 +11,7 @@ from unetkit.errors import UnetkitError
 def test_default_pipeline_is_serialized_albumentations() -> None:
     names = [t["__class_fullname__"] for t in default_augment()]
     assert names == ["HorizontalFlip", "VerticalFlip", "RandomRotate90", "Affine", "RandomBrightnessContrast",
-                     "ElasticTransform"]
+                     "unetkit.data.elastic.GridElastic"]
 
 
 def test_masks_keep_their_labels_under_every_default_transform() -> None:

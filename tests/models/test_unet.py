@@ -167,3 +167,12 @@ def test_build_model_from_config() -> None:
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     with torch.no_grad():
         assert model.eval()(torch.zeros(1, 3, 44, 44)).shape == (1, 1, 4, 4)
+
+
+def test_he_init_draws_weights_with_std_sqrt_2_over_fan_in() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(init="he", depth=2, base_channels=16), in_channels=1, out_channels=2)
+    conv = model.downs[1][1][0]  # a 3x3 conv with 32 input channels: N = 9 * 32 = 288
+    assert isinstance(conv, torch.nn.Conv2d) and conv.in_channels == 32
+    assert conv.weight.std().item() == pytest.approx((2 / 288) ** 0.5, rel=0.05)
+    assert torch.count_nonzero(conv.bias) == 0

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from unetkit.config import DataConfig
 from unetkit.data.io import list_images, read_image, read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
 
 Pair = tuple[Path, Path]  # (image file, mask file)
@@ -113,9 +114,10 @@ def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> np.ndarray
 class FolderDataset(Dataset):
     """Image/mask pairs from two folders, transformed by an albumentations pipeline.
 
-    Items are `(image, mask)`: image (C, H, W) float32 normalized, mask (H, W) int64 class indices with
-    IGNORE_INDEX for ignored pixels. With `repeats > 1` each image is visited that many times per epoch,
-    which is how several random crops per image are drawn.
+    Items are dicts: `image` (C, H, W) float32 normalized, `mask` (H, W) int64 class indices with
+    IGNORE_INDEX for ignored pixels, and with `weights` given, `weight` (H, W) float32: the paper's border
+    weight map, computed once per mask and transformed with it. With `repeats > 1` each image is visited
+    that many times per epoch, which is how several random crops per image are drawn.
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class FolderDataset(Dataset):
         codec: MaskCodec,
         transform: Callable[..., dict] | None = None,
         repeats: int = 1,
+        weights: WeightMapCache | None = None,
     ) -> None:
         if pairs is None:
             if images_dir is None or masks_dir is None:
@@ -138,15 +141,21 @@ class FolderDataset(Dataset):
         self.codec = codec
         self.transform = transform
         self.repeats = repeats
+        self.weights = weights
 
     def __len__(self) -> int:
         return len(self.pairs) * self.repeats
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = load_pair(self.pairs[index % len(self.pairs)], self.channels, self.codec)
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pair = self.pairs[index % len(self.pairs)]
+        image, mask = load_pair(pair, self.channels, self.codec)
+        targets = {"image": image, "mask": mask}
+        if self.weights is not None:
+            targets["weight"] = self.weights.get(pair[1], mask)
         if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        image_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32))
-        mask_t = torch.from_numpy(np.ascontiguousarray(mask)).long()
-        return image_t, mask_t
+            targets = self.transform(**targets)
+        item = {"image": torch.from_numpy(np.ascontiguousarray(targets["image"].transpose(2, 0, 1), np.float32)),
+                "mask": torch.from_numpy(np.ascontiguousarray(targets["mask"])).long()}
+        if "weight" in targets:
+            item["weight"] = torch.from_numpy(np.ascontiguousarray(targets["weight"], np.float32))
+        return item

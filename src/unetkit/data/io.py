@@ -130,9 +130,13 @@ def read_image(path: Path, channels: int) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     array = _squeeze_channels(_load(path, as_image=True), path)
-    image = _to_unit_float(array, path)
-    if image.ndim == 3 and channels == 1:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return convert_channels(_to_unit_float(array, path), channels)
+
+
+def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) or (H, W, 1|3) float32 -> (H, W, channels): RGB -> gray by luminance, gray -> RGB by repeating."""
+    if image.ndim == 3 and image.shape[2] == 3 and channels == 1:
+        image = cv2.cvtColor(np.ascontiguousarray(image, dtype=np.float32), cv2.COLOR_RGB2GRAY)
     if image.ndim == 2:
         image = image[..., None]
     if image.shape[2] != channels:

@@ -14,12 +14,13 @@ import albumentations as A
 import cv2
 
 from unetkit.config import DataConfig
+from unetkit.data.elastic import GridElastic  # importing it registers it with albumentations' deserializer
 from unetkit.errors import UnetkitError
 
 
 def default_augment() -> list[dict[str, Any]]:
     """The default training augmentation as serialized transforms: flips, 90-degree rotations,
-    shift-scale-rotate, brightness/contrast and elastic deformation. Borders are mirrored, as in the paper."""
+    shift-scale-rotate, brightness/contrast and the paper's elastic deformation. Borders are mirrored."""
     pipeline = A.Compose(
         [
             A.HorizontalFlip(p=0.5),
@@ -33,7 +34,7 @@ def default_augment() -> list[dict[str, Any]]:
                 p=0.5,
             ),
             A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-            A.ElasticTransform(alpha=30.0, sigma=6.0, border_mode=cv2.BORDER_REFLECT_101, p=0.2),
+            GridElastic(grid=3, sigma=10.0, p=0.3),  # the paper's: 3x3 grid, 10 px std, bicubic displacements
         ]
     )
     return A.to_dict(pipeline)["transform"]["transforms"]
@@ -59,24 +60,31 @@ def _normalize(cfg: DataConfig) -> A.Normalize:
     return A.Normalize(mean=tuple(cfg.mean), std=tuple(cfg.std), max_pixel_value=1.0)
 
 
-def train_transform(cfg: DataConfig) -> A.Compose:
+def train_transform(cfg: DataConfig, margin: int = 0) -> A.Compose:
     """Random crop of `crop_size` (mirror-padded when the image is smaller), augmentation, normalization.
 
-    Cropping first keeps the costly transforms (elastic, affine) on the small patch.
+    For a valid network (`margin` > 0) the image is first mirror-extrapolated by `margin` on every side, so
+    the crop's output region (its centre, `margin` in from each edge) can fall on any labelled pixel,
+    border pixels included, with mirrored context around it, as in the paper. Cropping before augmenting
+    keeps the costly transforms (elastic, affine) on the small patch. A weight map passed as `weight`
+    follows the mask (nearest-neighbour interpolation).
     """
     size = cfg.crop_size
     augment = default_augment() if cfg.augment is None else cfg.augment
+    context = [A.Pad(padding=margin, border_mode=cv2.BORDER_REFLECT_101)] if margin > 0 else []
     return A.Compose(
         [
+            *context,
             A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REFLECT_101),
             A.RandomCrop(height=size, width=size),
             *_deserialize(augment),
             _normalize(cfg),
-        ]
+        ],
+        additional_targets={"weight": "mask"},
     )
 
 
 def eval_transform(cfg: DataConfig) -> A.Compose:
     """Whole images, normalization only: the predictor pads to a size the network accepts."""
-    return A.Compose([_normalize(cfg)])
+    return A.Compose([_normalize(cfg)], additional_targets={"weight": "mask"})
 

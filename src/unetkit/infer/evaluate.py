@@ -9,10 +9,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from unetkit.data.dataset import load_pair, pair_files
+from unetkit.data.dataset import dataset_pairs, load_pair, pair_files
 from unetkit.data.masks import MaskCodec
+from unetkit.em_scores import EMScoreAccumulator
 from unetkit.errors import UnetkitError
-from unetkit.infer.predict import load_predictor, probabilities_for
+from unetkit.infer.predict import build_chain, infer_settings, load_predictor, segment
+from unetkit.infer.source import make_prepare
 from unetkit.metrics import ConfusionMatrix, scores
 
 
@@ -31,32 +33,54 @@ def data_folders(data: str | Path, images: str | Path | None = None, masks: str 
 
 def evaluate(
     checkpoint: str | Path,
-    data: str | Path,
+    data: str | Path | None = None,
     *,
+    split: str | None = None,
     images: str | Path | None = None,
     masks: str | Path | None = None,
     output: str | Path | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tta: str | None = None,
+    em_scores: bool | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate `checkpoint` on a folder of images and masks (encoded as in training) and write JSON.
 
     The report holds pixel accuracy, per-class IoU / Dice / precision / recall and mIoU over all classes
-    (background included, ignored pixels excluded), plus the confusion matrix. Default JSON path:
-    `evaluation_<folder name>.json` next to the checkpoint.
+    (background included, ignored pixels excluded), plus the confusion matrix. With `em_scores` (binary
+    boundary data, class 1 = boundary) it adds the ISBI 2012 scores: pixel error, Rand error, V_rand,
+    V_info, averaged over images. Default JSON path: `evaluation_<folder name>.json` next to the checkpoint.
     """
     predictor, cfg = load_predictor(checkpoint, device)
+    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, em_scores=em_scores)
+    if infer.em_scores and cfg.data.num_classes != 2:
+        raise UnetkitError(f"EM scores need a binary boundary model; this one has {cfg.data.num_classes} classes")
+    fn = build_chain(predictor, infer)
+    prepare = make_prepare(cfg.data)
     codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
-    pairs = pair_files(*data_folders(data, images, masks))
+    if split == "val":  # the run's own validation images, as its config defines them
+        pairs = dataset_pairs(cfg.data)[1]
+    elif data is not None or (images and masks):
+        pairs = pair_files(*data_folders(data or ".", images, masks))
+    else:
+        raise UnetkitError("give --data DIR (or --images and --masks), or --split val for the run's validation set")
     confusion = ConfusionMatrix(cfg.data.num_classes)
+    em = EMScoreAccumulator() if infer.em_scores else None
     for pair in tqdm(pairs, desc="evaluate", disable=not progress, dynamic_ncols=True):
         image, mask = load_pair(pair, cfg.data.channels, codec)
-        pred = probabilities_for(predictor, cfg, image).argmax(0)  # (H, W)
-        confusion.update(pred, torch.from_numpy(mask).long())
+        pred = segment(fn, image, prepare, infer)  # (H, W) uint8
+        confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+        if em is not None:
+            em.update(mask == 1, pred == 1)
     report = scores(confusion.matrix, cfg.data.classes)
-    report.update(checkpoint=str(checkpoint), data=str(data), images=len(pairs),
+    name = "val" if split == "val" else Path(data or images or ".").resolve().name
+    if em is not None:
+        report["em_scores"] = em.result().as_dict()
+    report.update(checkpoint=str(checkpoint), data=str(data) if data else name, images=len(pairs), tta=infer.tta,
                   confusion_matrix=confusion.matrix.tolist())
-    out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{Path(data).resolve().name}.json"
+    out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
     try:
         out.write_text(json.dumps(report, indent=2))
     except OSError as err:

@@ -2,7 +2,7 @@
 
 Outputs per input `NAME.ext`: `NAME.png` (the mask in the dataset's own encoding: 0/255 stays 0/255, a
 palette stays a palette), optionally `NAME_overlay.png` (class colours over the image) and
-`NAME_probs.npy` (float16 class probabilities, (K, H, W)).
+`NAME_probs.npy` (float16 class probabilities, (K, H, W), written as tiles finish).
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from unetkit.config import Config
-from unetkit.data.io import list_images, read_image, write_image, write_mask
+from unetkit.config import Config, InferConfig
+from unetkit.data.io import convert_channels, list_images, write_image, write_mask
 from unetkit.data.masks import MaskCodec
-from unetkit.data.transforms import eval_transform
 from unetkit.errors import UnetkitError
-from unetkit.infer.predictor import Predictor, to_probabilities
+from unetkit.infer.predictor import Fn, Predictor, predict_whole
+from unetkit.infer.source import make_prepare, open_image
+from unetkit.infer.tiled import Prepare, predict_tiled
+from unetkit.infer.tta import TTA
 from unetkit.runtime import resolve_device
 from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.train.plots import overlay
@@ -28,6 +29,34 @@ def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Predic
     """A ready predictor and the run's config from a checkpoint file."""
     model, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
     return Predictor(model, resolve_device(device)), cfg
+
+
+def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
+    """Compose the inference callables: predictor, then test-time augmentation."""
+    return TTA(predictor, infer.tta) if infer.tta != "none" else predictor
+
+
+def infer_settings(cfg: Config, **flags: object) -> InferConfig:
+    """The checkpoint's inference settings with the command-line flags that were given (not None) applied."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
+    except ValueError as err:
+        raise UnetkitError(f"invalid inference option: {str(err).splitlines()[-1].strip()}") from None
+
+
+def segment(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
+            probabilities: np.ndarray | None = None) -> np.ndarray:
+    """(H, W[, C]) image -> (H, W) uint8 class indices; one pass when it fits in one tile, else tiled."""
+    height, width = image.shape[:2]
+    if max(height, width) <= infer.tile:
+        probs = predict_whole(fn, prepare(np.asarray(image))[None])[0]  # (K, H, W)
+        if probabilities is not None:
+            probabilities[:] = probs.numpy().astype(probabilities.dtype)
+        return probs.argmax(0).numpy().astype(np.uint8)
+    overlap = infer.overlap_for(fn.margin)
+    return predict_tiled(fn, image, prepare, tile=infer.tile, overlap=overlap, blend=infer.blend,
+                         batch_size=infer.batch_size, probabilities=probabilities)
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -46,13 +75,6 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     return unique
 
 
-def probabilities_for(predictor: Predictor, cfg: Config, image: np.ndarray) -> torch.Tensor:
-    """(H, W, C) image in [0, 1] -> (K, H, W) class probabilities, on the CPU."""
-    normalized = eval_transform(cfg.data)(image=image)["image"]
-    x = torch.from_numpy(np.ascontiguousarray(normalized.transpose(2, 0, 1)))[None]  # (1, C, H, W)
-    return to_probabilities(predictor(x))[0].cpu()
-
-
 def predict(
     checkpoint: str | Path,
     inputs: list[str | Path],
@@ -60,11 +82,17 @@ def predict(
     *,
     overlays: bool = False,
     probabilities: bool = False,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tta: str | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
     """Predict every input image and write its mask (and extras) to `output_dir`; returns the mask paths."""
     predictor, cfg = load_predictor(checkpoint, device)
+    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta)
+    fn = build_chain(predictor, infer)
+    prepare = make_prepare(cfg.data)
     codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
     files = collect_inputs(inputs)
     out = Path(output_dir)
@@ -80,14 +108,25 @@ def predict(
         raise UnetkitError(f"cannot create output folder {out}: {err.strerror}") from None
     written = []
     for path in tqdm(files, desc="predict", disable=not progress, dynamic_ncols=True):
-        image = read_image(path, cfg.data.channels)  # (H, W, C) in [0, 1]
-        probs = probabilities_for(predictor, cfg, image)  # (K, H, W)
-        index = probs.argmax(0).numpy().astype(np.uint8)  # (H, W)
+        image = open_image(path, cfg.data.channels)  # (H, W[, C]), possibly memory-mapped
+        probs = None
+        if probabilities:
+            shape = (cfg.data.num_classes, *image.shape[:2])
+            probs = np.lib.format.open_memmap(out / f"{path.stem}_probs.npy", mode="w+", dtype=np.float16, shape=shape)
+        index = segment(fn, image, prepare, infer, probs)
+        if probs is not None:
+            probs.flush()
         mask_path = out / f"{path.stem}.png"
         write_mask(mask_path, codec.encode(index))
         if overlays:
-            write_image(out / f"{path.stem}_overlay.png", overlay(image, index, codec.colors()))
-        if probabilities:
-            np.save(out / f"{path.stem}_probs.npy", probs.numpy().astype(np.float16))
+            shown = image if image.dtype == np.float32 else convert_channels(prepare_display(image), 3)
+            write_image(out / f"{path.stem}_overlay.png", overlay(shown, index, codec.colors()))
         written.append(mask_path)
     return written
+
+
+def prepare_display(raw: np.ndarray) -> np.ndarray:
+    """Raw uint8/uint16 pixels scaled to [0, 1] float32 for drawing overlays."""
+    scale = 255.0 if raw.dtype == np.uint8 else 65535.0
+    image = np.asarray(raw, dtype=np.float32) / scale
+    return image[..., :3] if image.ndim == 3 else image

@@ -1,37 +1,55 @@
-"""Logits for an image of any size from a network that accepts only some sizes.
+"""The inference chain: a model-level predictor, wrapped by TTA and tiling, each a callable.
 
-The paper's valid network needs `margin` pixels of context around every output pixel and an input whose
-size passes its pooling rule; the padded network needs a multiple of 2**depth. `Predictor` mirror-pads
-the image to the smallest input whose output covers it (mirroring, as the paper does, so border pixels see
-plausible context), runs the model once and crops the output back to the image.
+Every link is a callable `(N, C, h, w) normalized input -> (N, K, h - 2*margin, w - 2*margin) probabilities`
+with the geometry of the network it wraps (`margin`, `stride`, `output_size`, `input_size_for`,
+`is_valid_input`), so test-time augmentation, ensembles and exported models plug into the same tiling.
+`predict_whole` turns such a callable into one that takes an image of any size: it mirror-pads the image to
+the smallest input whose output covers it (mirroring, as the paper does, so border pixels see plausible
+context), calls once and crops back.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+class Geometry(Protocol):
+    """What tiling needs to know about a network: which sizes it takes and how much it crops."""
+
+    margin: int
+    stride: int
+
+    def output_size(self, input_size: int) -> int: ...
+    def input_size_for(self, output_size: int) -> int: ...
+    def is_valid_input(self, input_size: int) -> bool: ...
+
+
 def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
     """Reflect-pad (N, C, H, W) by any amount; reflection is repeated when a pad exceeds the image."""
     while top or bottom or left or right:
         h, w = x.shape[-2:]
-        t, b = min(top, h - 1), min(bottom, h - 1)
-        lf, r = min(left, w - 1), min(right, w - 1)
         if h == 1 or w == 1:  # nothing to reflect: repeat the edge instead
             return F.pad(x, (left, right, top, bottom), mode="replicate")
+        t, b = min(top, h - 1), min(bottom, h - 1)
+        lf, r = min(left, w - 1), min(right, w - 1)
         x = F.pad(x, (lf, r, t, b), mode="reflect")
         top, bottom, left, right = top - t, bottom - b, left - lf, right - r
     return x
 
 
-def padding_for(model: nn.Module, size: int) -> tuple[int, int, int]:
-    """(pad_before, pad_after, crop_start) along one axis so the model's output covers `size` pixels."""
-    padded = model.input_size_for(size)
-    extra = model.output_size(padded) - size  # output pixels beyond the image, split over both sides
-    before = model.margin + extra // 2
-    return before, padded - size - before, extra // 2
+def padding_for(geometry: Geometry, size: int) -> tuple[int, int]:
+    """(pad_before, pad_after) along one axis so the network's output covers `size` pixels from its start.
+
+    Output pixels beyond the image all go to the end, so the pass sits on the same pooling grid as the
+    tiles of `predict_tiled` (which start at 0) and both give identical results.
+    """
+    padded = geometry.input_size_for(size)
+    return geometry.margin, padded - size - geometry.margin
 
 
 def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -43,19 +61,41 @@ def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Predictor:
-    """Callable `(N, C, H, W)` normalized images -> `(N, C_out, H, W)` logits, for any H and W."""
+    """A network ready for inference: eval mode, device, optional autocast; returns probabilities on the CPU."""
 
     def __init__(self, model: nn.Module, device: torch.device, amp: bool = False) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.amp = amp and device.type == "cuda"
+        self.margin: int = model.margin
+        self.stride: int = 2**model.depth
+        self.output_size = model.output_size
+        self.input_size_for = model.input_size_for
+        self.is_valid_input = model.is_valid_input
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        h, w = images.shape[-2:]
-        top, bottom, crop_y = padding_for(self.model, h)
-        left, right, crop_x = padding_for(self.model, w)
-        x = mirror_pad(images.to(self.device), top, bottom, left, right)
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) valid input -> (N, C_out, h', w') float32 logits, on the model's device."""
         with torch.autocast(self.device.type, enabled=self.amp):
-            logits = self.model(x)
-        return logits[..., crop_y : crop_y + h, crop_x : crop_x + w].float()
+            return self.model(x.to(self.device, non_blocking=True)).float()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return to_probabilities(self.logits(x)).cpu()
+
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.inference_mode()
+def predict_whole(fn: Fn, images: torch.Tensor, geometry: Geometry | None = None) -> torch.Tensor:
+    """Run `fn` once over (N, C, H, W) images of any size; returns its output cropped to (N, K, H, W).
+
+    `geometry` defaults to `fn` itself (a Predictor or a wrapper); pass it when `fn` is a bare function such
+    as `predictor.logits`.
+    """
+    geometry = geometry or fn  # type: ignore[assignment]
+    h, w = images.shape[-2:]
+    top, bottom = padding_for(geometry, h)
+    left, right = padding_for(geometry, w)
+    out = fn(mirror_pad(images, top, bottom, left, right))
+    return out[..., :h, :w]

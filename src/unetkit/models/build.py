@@ -28,6 +28,16 @@ def _build_unet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Mod
     )
 
 
+def he_init(model: nn.Module) -> None:
+    """The paper's initialisation: weights ~ N(0, 2 / N), N = incoming connections of a unit (k * k * C_in for
+    a conv; PyTorch's fan-in for an up-convolution), so each ReLU layer keeps roughly unit variance. Biases 0."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.ConvTranspose2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
 _BUILDERS: dict[str, Callable[[ModelConfig, int, int], nn.Module]] = {"unet": _build_unet}
 
 
@@ -39,4 +49,7 @@ def build_model(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Mod
     builder = _BUILDERS.get(cfg.name)
     if builder is None:
         raise UnetkitError(f"model.name {cfg.name!r} is unknown; choose one of {sorted(_BUILDERS)}")
-    return builder(cfg, in_channels, out_channels)
+    model = builder(cfg, in_channels, out_channels)
+    if cfg.init == "he":
+        he_init(model)
+    return model

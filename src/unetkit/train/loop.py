@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unetkit.data.dataset import FolderDataset
-from unetkit.infer.predictor import Predictor, to_probabilities
+from unetkit.infer.predictor import Predictor, predict_whole, to_probabilities
 from unetkit.metrics import ConfusionMatrix
 
 
@@ -45,12 +45,15 @@ def train_one_epoch(
     total = torch.zeros((), device=device)
     steps = 0
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
-    for images, masks in bar:
-        images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+    for batch in bar:
+        images = batch["image"].to(device, non_blocking=True)  # (N, C, H, W)
+        masks = batch["mask"].to(device, non_blocking=True)  # (N, H, W)
+        weight = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
             logits = model(images)  # (N, C_out, h, w); h < H for a valid network
-            target = center_crop(masks, *logits.shape[-2:])  # (N, h, w)
-            loss = loss_fn(logits.float(), target)
+            target = center_crop(masks, *logits.shape[-2:])  # (N, h, w): the pixels the output sees
+            weight = center_crop(weight, *logits.shape[-2:]) if weight is not None else None
+            loss = loss_fn(logits.float(), target, weight)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -84,10 +87,12 @@ def validate(
     confusion = ConfusionMatrix(num_classes)
     total, samples = 0.0, []
     for i in tqdm(range(len(dataset)), desc="validate", leave=False, disable=not progress, dynamic_ncols=True):
-        image, mask = dataset[i]  # (C, H, W), (H, W)
-        logits = predictor(image[None])  # (1, C_out, H, W)
+        item = dataset[i]
+        image, mask = item["image"], item["mask"]  # (C, H, W), (H, W)
+        logits = predict_whole(predictor.logits, image[None], predictor)  # (1, C_out, H, W)
         target = mask[None].to(logits.device)
-        total += float(loss_fn(logits, target))
+        weight = item["weight"][None].to(logits.device) if "weight" in item else None
+        total += float(loss_fn(logits, target, weight))
         pred = to_probabilities(logits).argmax(1)  # (1, H, W)
         confusion.update(pred, target)
         if i < keep_samples:

@@ -24,10 +24,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unetkit.config import Config, save_config
+from unetkit.config import Config, DataConfig, save_config
 from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
 from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import default_augment, eval_transform, train_transform
+from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
 from unetkit.infer.predictor import Predictor
 from unetkit.losses import build_loss
@@ -69,6 +70,15 @@ def _write_metrics(history: list[dict[str, Any]], path: Path) -> None:
         writer.writeheader()
         writer.writerows(history)
     tmp.replace(path)
+
+
+def weight_cache(data: DataConfig, num_classes: int) -> WeightMapCache | None:
+    """The border weight maps of the paper, computed once per mask, when the config asks for them."""
+    wm = data.weight_map
+    if wm is None:
+        return None
+    return WeightMapCache(object_classes=wm.object_classes, num_classes=num_classes, w0=wm.w0, sigma=wm.sigma,
+                          class_balance=wm.class_balance, cache_dir=wm.cache_dir)
 
 
 def _resolve(cfg: Config) -> Config:
@@ -129,9 +139,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
         best_epoch, best, history = checkpoint["best_epoch"], checkpoint["best_score"], checkpoint["history"]
         torch.set_rng_state(checkpoint["rng_torch"])
 
-    train_set = FolderDataset(pairs=train_pairs, channels=data.channels, codec=codec,
-                              transform=train_transform(data), repeats=data.crops_per_image)
-    val_set = FolderDataset(pairs=val_pairs, channels=data.channels, codec=codec, transform=eval_transform(data))
+    weights = weight_cache(data, num_classes)
+    train_set = FolderDataset(pairs=train_pairs, channels=data.channels, codec=codec, weights=weights,
+                              transform=train_transform(data, model.margin), repeats=data.crops_per_image)
+    val_set = FolderDataset(pairs=val_pairs, channels=data.channels, codec=codec, weights=weights,
+                            transform=eval_transform(data))
     loader = DataLoader(train_set, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers,
                         persistent_workers=data.num_workers > 0, pin_memory=device.type == "cuda")
     loss_fn = build_loss(cfg.loss, num_classes).to(device)
@@ -139,6 +151,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
 
     if start > cfg.train.epochs:
         tqdm.write(f"{run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
+    run_began = time.perf_counter()
     for epoch in range(start, cfg.train.epochs + 1):
         began = time.perf_counter()
         train_loss, train_cm = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, num_classes,
@@ -174,6 +187,10 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
             save_checkpoint(state, run_dir / "best.pt")
         tqdm.write(f"epoch {epoch}/{cfg.train.epochs}  train loss {train_loss:.4f}  val loss {val.loss:.4f}  "
                    f"val mIoU {val_scores['miou']:.4f}{'  (best)' if improved else ''}  {row['seconds']:.0f}s")
+        budget = cfg.train.max_minutes
+        if budget is not None and time.perf_counter() - run_began > 60 * budget and epoch < cfg.train.epochs:
+            tqdm.write(f"time budget of {budget} minutes used up after epoch {epoch}")
+            break
     (run_dir / "summary.json").write_text(json.dumps(
         {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history)},
         indent=2))

@@ -1,0 +1,48 @@
+"""Images to predict, read lazily where the file allows, and the per-tile preparation of their pixels.
+
+An uncompressed 8/16-bit TIFF is memory-mapped (tifffile), so a 16384x16384 slide is read tile by tile
+instead of into memory; every other file is decoded whole (PNG and JPEG decoders cannot seek to a region).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from unetkit.config import DataConfig
+from unetkit.data.io import convert_channels, read_image
+from unetkit.data.transforms import eval_transform
+from unetkit.infer.tiled import Prepare
+
+_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+def open_image(path: Path, channels: int) -> np.ndarray:
+    """(H, W[, C]) pixels: a raw uint8/uint16 memory map for plain TIFFs, else (H, W, channels) float32 in [0, 1]."""
+    if Path(path).suffix.lower() in (".tif", ".tiff"):
+        try:
+            mapped = tifffile.memmap(path, mode="r")
+        except (ValueError, OSError, tifffile.TiffFileError):  # compressed or unusual layout: decode whole
+            mapped = None
+        if mapped is not None and mapped.dtype in _SCALE and (mapped.ndim == 2 or mapped.ndim == 3
+                                                              and mapped.shape[2] in (1, 3, 4)):
+            return mapped
+    return read_image(path, channels)
+
+
+def make_prepare(cfg: DataConfig) -> Prepare:
+    """A function turning a region of `open_image`'s array into a normalized (C, h, w) tensor."""
+    normalize = eval_transform(cfg)
+
+    def prepare(region: np.ndarray) -> torch.Tensor:
+        if region.dtype in _SCALE:
+            region = region.astype(np.float32) / _SCALE[region.dtype]
+            region = region[..., :3] if region.ndim == 3 else region  # drop alpha
+            region = convert_channels(region, cfg.channels)
+        image = normalize(image=region)["image"]  # (h, w, C)
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+    return prepare
