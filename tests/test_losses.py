@@ -148,3 +148,16 @@ def test_user_and_shape_errors() -> None:
         loss_of("ce")(logits, target)
     with pytest.raises(ValueError, match="cropped"):
         loss_of("ce", num_classes=3)(logits, target[:, 1:])
+
+
+def test_weighted_ce_multiplies_each_pixel_by_its_weight_map_value() -> None:
+    # two pixels with uniform logits over 2 classes: each CE is ln 2; weights 1 and 3, one ignored pixel
+    logits = torch.zeros(1, 2, 1, 3, requires_grad=True)
+    target = torch.tensor([[[0, 1, IGNORE_INDEX]]])
+    weight = torch.tensor([[[1.0, 3.0, 100.0]]])
+    loss = build_loss(LossConfig(terms=[LossTerm(name="weighted_ce")]), 2)
+    assert loss(logits, target, weight).item() == pytest.approx((1 + 3) * math.log(2) / 2)
+    loss(logits, target, weight).backward()
+    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    with pytest.raises(ValueError, match="weight map"):
+        loss(logits, target)

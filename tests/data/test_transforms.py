@@ -48,3 +48,20 @@ def test_unknown_transform_is_named() -> None:
                               {"__class_fullname__": "NoSuchFlip", "p": 0.5}])
     with pytest.raises(UnetkitError, match=r"data.augment\[1\] \(NoSuchFlip\)"):
         train_transform(cfg)
+
+
+def test_valid_network_crops_reach_border_pixels_with_mirrored_context() -> None:
+    # a 40x40 image whose border pixels are labelled 1; crops of 24 with margin 8 have an 8x8 output centre.
+    # With the mirror-extrapolated context that centre can sit on the border (crop start 0 or 32 on an axis of
+    # the 56-pixel padded image: 4 chances in 33 per draw); without it the centre spans rows 8..31 only.
+    mask = np.ones((40, 40), np.uint8)
+    mask[1:-1, 1:-1] = 0
+    image = np.zeros((40, 40, 1), np.float32)
+    cfg = DataConfig(crop_size=24, augment=[])
+
+    def corner_hits(margin: int) -> int:
+        transform = train_transform(cfg, margin)
+        return sum(int(transform(image=image, mask=mask)["mask"][8:16, 8:16].any()) for _ in range(400))
+
+    assert corner_hits(8) > 0
+    assert corner_hits(0) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from unetkit.config import Config, InferConfig
@@ -41,8 +42,9 @@ def infer_settings(cfg: Config, **flags: object) -> InferConfig:
     given = {k: v for k, v in flags.items() if v is not None}
     try:
         return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
-    except ValueError as err:
-        raise UnetkitError(f"invalid inference option: {str(err).splitlines()[-1].strip()}") from None
+    except ValidationError as err:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc']))} {e.get('input')!r}: {e['msg']}" for e in err.errors())
+        raise UnetkitError(f"invalid inference option: {problems}") from None
 
 
 def segment(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
