@@ -37,7 +37,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if "em_scores" in report:
         print("EM scores (ISBI 2012, mean over images): "
               + ", ".join(f"{k} {v:.4f}" for k, v in report["em_scores"].items()))
-    print(f"scores written to {report['json']}")
+    print(f"scores written to {report['json']}; pictures: {', '.join(report['pictures'])}")
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -61,6 +61,23 @@ def _weightmap(args: argparse.Namespace) -> None:
         raise UnetkitError(f"mask {missing[0]} does not exist")
     written = write_weight_maps(cfg, masks, Path(args.output))
     print(f"{len(written)} weight map(s) written to {args.output} (NAME_weights.png picture, NAME_weights.npy values)")
+
+
+def _data_patches(args: argparse.Namespace) -> None:
+    from unetkit.data.patches import make_patches
+
+    masks = Path(args.masks) if args.masks else (Path(args.src) / "masks")
+    images = Path(args.images) if args.images else (Path(args.src) / "images")
+    count = make_patches(images, masks if masks.is_dir() else None, Path(args.dst), size=args.size,
+                         stride=args.stride, keep_partial=args.keep_partial)
+    print(f"{count} patch(es) of {args.size}x{args.size} written to {args.dst}/images"
+          + (f" and {args.dst}/masks" if masks.is_dir() else ""))
+
+
+def _data_inspect(args: argparse.Namespace) -> None:
+    from unetkit.data.inspect import format_inspection, inspect_folder
+
+    print(format_inspection(inspect_folder(Path(args.dir), images=args.images, masks=args.masks)))
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -89,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "confusion matrix over all images; printed as a table and written as JSON.")
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
     p.add_argument("--data", metavar="DIR", help="folder with images/ and masks/")
-    p.add_argument("--split", choices=["val"], help="instead of --data: the run's own validation images")
+    p.add_argument("--split", choices=["val", "test"],
+                   help="instead of --data: the run's own validation images, or the config's data.test_* folders")
     p.add_argument("--images", metavar="DIR", help="images folder, if not DIR/images")
     p.add_argument("--masks", metavar="DIR", help="masks folder, if not DIR/masks")
     p.add_argument("-o", "--output", metavar="FILE.json",
@@ -118,6 +136,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     p.set_defaults(func=_weightmap)
 
+    p = sub.add_parser("data", help="prepare and inspect datasets (patches, inspect)", epilog=EPILOG)
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser("patches", help="cut images and masks into patches", epilog=EPILOG,
+                            description="Cut SRC/images and SRC/masks (paired by name) into SIZE x SIZE patches "
+                                        "named NAME_y<top>_x<left>.png, pixels unchanged.")
+    q.add_argument("src", help="folder with images/ and masks/ (masks optional)")
+    q.add_argument("dst", help="output folder (gets images/ and masks/)")
+    q.add_argument("--size", type=int, default=128, help="patch size in pixels (default %(default)s)")
+    q.add_argument("--stride", type=int, help="step between patches (default: the size, no overlap)")
+    q.add_argument("--keep-partial", action="store_true", help="also cover the right/bottom remainder")
+    q.add_argument("--images", metavar="DIR", help="images folder, if not SRC/images")
+    q.add_argument("--masks", metavar="DIR", help="masks folder, if not SRC/masks")
+    q.set_defaults(func=_data_patches)
+    q = data_sub.add_parser("inspect", help="what is in a dataset folder, and which mask encoding to declare",
+                            epilog=EPILOG,
+                            description="Counts, sizes, channels, mask values and their pixel share, pairing "
+                                        "problems; suggests the data.mask section of the config.")
+    q.add_argument("dir", help="folder with images/ and masks/ (or just images)")
+    q.add_argument("--images", default="images", help="images subfolder name (default %(default)s)")
+    q.add_argument("--masks", default="masks", help="masks subfolder name (default %(default)s)")
+    q.set_defaults(func=_data_inspect)
+
     p = sub.add_parser("demo", help="generate synthetic cells, train, evaluate and predict (a few minutes on CPU)",
                        epilog=EPILOG)
     p.add_argument("-o", "--output", default="unetkit_demo", metavar="DIR", help="demo folder (default %(default)s)")
@@ -125,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     for name, p in sub.choices.items():
+        if name == "data":
+            continue
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         if name in ("evaluate", "predict"):
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default %(default)s)")

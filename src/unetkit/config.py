@@ -64,6 +64,9 @@ class DataConfig(Strict):
     train_masks: str = "train/masks"
     val_images: str | None = None  # separate validation folders; when absent a split of train is used
     val_masks: str | None = None
+    test_images: str | None = None  # held-out test folders for `evaluate --split test`
+    test_masks: str | None = None
+    test_mask: MaskConfig | None = None  # encoding of the test masks when it differs from `mask`
     val_files: list[str] | None = None  # file stems held out for validation (a fixed split), e.g. ["25", "26"]
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of train files held out when no val folders
     split_seed: int = 0  # makes that split deterministic
@@ -110,7 +113,9 @@ class LossConfig(Strict):
     # Weighted sum of terms, e.g. [{name: dice}, {name: focal}]. `bce` makes a binary model with one
     # output channel; every other term works on C-class softmax outputs.
     terms: list[LossTerm] = Field(default_factory=lambda: [LossTerm(name="ce")], min_length=1)
-    class_weights: list[float] | None = None  # per class, for ce / focal / dice
+    # per class, for ce / focal / dice; or computed from the training masks: "median" (median frequency,
+    # as SegNet) or "inverse" (inverse frequency); the computed values are written into the run's config.yaml
+    class_weights: list[float] | Literal["median", "inverse"] | None = None
     focal_gamma: float = Field(2.0, ge=0.0)
     dice_smooth: float = Field(1.0, ge=0.0)
 
@@ -178,7 +183,7 @@ class Config(Strict):
         n = self.data.num_classes
         if self.loss.binary and n != 2:
             raise ValueError(f"loss `bce` needs exactly 2 classes, data.classes has {n}")
-        if self.loss.class_weights is not None and len(self.loss.class_weights) != n:
+        if isinstance(self.loss.class_weights, list) and len(self.loss.class_weights) != n:
             raise ValueError(f"loss.class_weights has {len(self.loss.class_weights)} values for {n} classes")
         mask = self.data.mask
         if mask.encoding == "palette" and len(mask.palette or []) != n:

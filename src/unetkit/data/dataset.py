@@ -92,6 +92,13 @@ def dataset_pairs(cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
     return split_pairs(train, cfg.val_fraction, cfg.split_seed)
 
 
+def test_pairs(cfg: DataConfig) -> list[Pair]:
+    """The test pairs a config names (`data.test_images`, `data.test_masks`)."""
+    if cfg.test_images is None or cfg.test_masks is None:
+        raise UnetkitError("this run's config has no data.test_images / data.test_masks; give --data DIR instead")
+    return pair_files(cfg.path(cfg.test_images), cfg.path(cfg.test_masks))
+
+
 def load_pair(pair: Pair, channels: int, codec: MaskCodec) -> tuple[np.ndarray, np.ndarray]:
     """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices."""
     image = read_image(pair[0], channels)

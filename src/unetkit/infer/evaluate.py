@@ -9,10 +9,11 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from unetkit.data.dataset import dataset_pairs, load_pair, pair_files
+from unetkit.data.dataset import dataset_pairs, load_pair, pair_files, test_pairs
 from unetkit.data.masks import MaskCodec
 from unetkit.em_scores import EMScoreAccumulator
 from unetkit.errors import UnetkitError
+from unetkit.infer.pictures import write_evaluation_pictures
 from unetkit.infer.predict import build_chain, infer_settings, load_predictor, segment
 from unetkit.infer.source import make_prepare
 from unetkit.metrics import ConfusionMatrix, scores
@@ -59,23 +60,29 @@ def evaluate(
         raise UnetkitError(f"EM scores need a binary boundary model; this one has {cfg.data.num_classes} classes")
     fn = build_chain(predictor, infer)
     prepare = make_prepare(cfg.data)
-    codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
+    mask_cfg = cfg.data.test_mask if split == "test" and cfg.data.test_mask is not None else cfg.data.mask
+    codec = MaskCodec(mask_cfg, cfg.data.num_classes)
     if split == "val":  # the run's own validation images, as its config defines them
         pairs = dataset_pairs(cfg.data)[1]
+    elif split == "test":
+        pairs = test_pairs(cfg.data)
     elif data is not None or (images and masks):
         pairs = pair_files(*data_folders(data or ".", images, masks))
     else:
         raise UnetkitError("give --data DIR (or --images and --masks), or --split val for the run's validation set")
     confusion = ConfusionMatrix(cfg.data.num_classes)
     em = EMScoreAccumulator() if infer.em_scores else None
+    samples = []
     for pair in tqdm(pairs, desc="evaluate", disable=not progress, dynamic_ncols=True):
         image, mask = load_pair(pair, cfg.data.channels, codec)
         pred = segment(fn, image, prepare, infer)  # (H, W) uint8
+        if len(samples) < 3:
+            samples.append((image.transpose(2, 0, 1), mask, pred))
         confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
         if em is not None:
             em.update(mask == 1, pred == 1)
     report = scores(confusion.matrix, cfg.data.classes)
-    name = "val" if split == "val" else Path(data or images or ".").resolve().name
+    name = split if split else Path(data or images or ".").resolve().name
     if em is not None:
         report["em_scores"] = em.result().as_dict()
     report.update(checkpoint=str(checkpoint), data=str(data) if data else name, images=len(pairs), tta=infer.tta,
@@ -83,8 +90,11 @@ def evaluate(
     out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
     try:
         out.write_text(json.dumps(report, indent=2))
+        pictures = write_evaluation_pictures(report, confusion.matrix.numpy(), cfg.data.classes, samples,
+                                             codec.colors(), out.parent, prefix=f"{out.stem}_")
     except OSError as err:
         raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
     report["json"] = str(out)
+    report["pictures"] = [str(p) for p in pictures]
     return report
 

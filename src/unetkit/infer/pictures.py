@@ -21,6 +21,8 @@ from unetkit.train.plots import plot_samples  # noqa: E402
 
 DPI = 100
 MAX_ANNOTATED_CLASSES = 20  # beyond this, cell percentages would be unreadably small
+BAR_COLOR = "#4c72b0"
+LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 1}
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (C, H, W), truth (H, W), prediction (H, W)
 
@@ -53,30 +55,29 @@ def plot_class_iou(report: dict, path: Path, title: str = "") -> None:
     """
     names = list(report["per_class"])
     ious = [report["per_class"][n]["iou"] for n in names]
-    fig, ax = plt.subplots(figsize=(7, max(2.6, 0.42 * len(names) + 1.6)))
+    fig, ax = plt.subplots(figsize=(7, max(2.6, 0.42 * len(names) + 1.6)), layout="constrained")
     y = np.arange(len(names))
-    ax.barh(y, [0.0 if v is None else v for v in ious], height=0.65, color="#4c72b0")
-    for row, value in zip(y, ious, strict=True):
+    ax.barh(y, [0.0 if v is None else v for v in ious], height=0.65, color=BAR_COLOR)
+    for row, value in zip(y, ious, strict=True):  # boxed text stays legible where the mIoU line crosses it
         if value is not None and value > 0.86:  # no room right of the bar: write inside it
-            ax.text(value - 0.01, row, _iou_text(value), va="center", ha="right", color="white", fontsize=9)
+            ax.text(value - 0.01, row, _iou_text(value), va="center", ha="right", color="white", fontsize=9,
+                    zorder=4, bbox={**LABEL_BOX, "facecolor": BAR_COLOR})
         else:
-            ax.text((value or 0.0) + 0.01, row, _iou_text(value), va="center", ha="left", fontsize=9,
-                    color="dimgray" if value is None else "black")
+            ax.text((value or 0.0) + 0.01, row, _iou_text(value), va="center", ha="left", fontsize=9, zorder=4,
+                    color="dimgray" if value is None else "black", bbox=LABEL_BOX)
     if report.get("miou") is not None:
         ax.axvline(report["miou"], color="#c44e52", linestyle="--", linewidth=1.5,
                    label=f"mIoU {report['miou']:.3f}")
         # Above the axes, so the legend never hides a bar.
         ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=9)
     ax.set_yticks(y, names)
-    ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_ylim(len(names) - 0.5, -0.5)  # inverted: the first class on top, as in the report
     ax.set_xlabel("IoU")
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
     ax.set_title(title or "IoU per class", loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15)  # never crop a long class name
     plt.close(fig)
 
 
@@ -93,8 +94,14 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title
         raise ValueError(f"matrix of shape {counts.shape} does not fit {k} class names")
     norm = normalize_rows(counts)
     empty = counts.sum(axis=1) == 0  # (C,) true classes without pixels
-    side = max(4.0, 0.55 * k + 2.6)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    rows = [f"{n} (no pixels)" if e else n for n, e in zip(class_names, empty, strict=True)]
+    rotate = k > 2 or max(map(len, class_names)) > 12  # side-by-side names would run into each other
+    # The cells get ~0.55 in each; tick labels get room of their own (~0.07 in per character) so a long
+    # class name widens the figure instead of squeezing the matrix to nothing.
+    side = min(max(3.2, 0.55 * k + 1.2), 16.0)
+    label_w = 0.07 * max(map(len, rows)) + 0.6
+    label_h = 0.05 * max(map(len, class_names)) + 0.6 if rotate else 0.6
+    fig, ax = plt.subplots(figsize=(side + label_w + 1.2, side + label_h + 0.4), layout="constrained")
     shown = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     if k <= MAX_ANNOTATED_CLASSES:
@@ -109,15 +116,15 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: Path, title
                     color="white" if norm[i, j] > 0.55 else "black")
     for i in np.flatnonzero(empty):
         ax.add_patch(Rectangle((-0.5, i - 0.5), k, 1, fill=False, hatch="//", edgecolor="0.6", linewidth=0))
-    rows = [f"{n} (no pixels)" if e else n for n, e in zip(class_names, empty, strict=True)]
-    ax.set_xticks(np.arange(k), class_names, rotation=45 if k > 2 else 0, ha="right" if k > 2 else "center",
+    ax.set_xticks(np.arange(k), class_names, rotation=45 if rotate else 0, ha="right" if rotate else "center",
                   rotation_mode="anchor")
     ax.set_yticks(np.arange(k), rows)
+    if k > MAX_ANNOTATED_CLASSES:
+        ax.tick_params(labelsize="small")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title or "confusion matrix (% of each true class)", loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15)  # never crop a long class name
     plt.close(fig)
 
 
@@ -138,5 +145,5 @@ def write_evaluation_pictures(report: dict, matrix: np.ndarray, class_names: lis
     plot_confusion(matrix, class_names, written[1])
     if samples:
         written.append(out_dir / f"{prefix}samples.png")
-        plot_samples(list(samples), colors, class_names, written[2], title="image | truth | prediction")
+        plot_samples(list(samples), colors, class_names, written[2])
     return written

@@ -17,6 +17,8 @@ from unetkit.config import Config, InferConfig
 from unetkit.data.io import convert_channels, list_images, write_image, write_mask
 from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
+from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
+from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.predictor import Fn, Predictor, predict_whole
 from unetkit.infer.source import make_prepare, open_image
 from unetkit.infer.tiled import Prepare, predict_tiled
@@ -26,8 +28,14 @@ from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.train.plots import overlay
 
 
-def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Predictor, Config]:
-    """A ready predictor and the run's config from a checkpoint file."""
+def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Config]:
+    """A ready predictor and the config to run it with, from a checkpoint or an ensemble file.
+
+    An ensemble's members normalize their own input, so its config has data.mean 0 and std 1: `prepare`
+    then only scales the pixels to [0, 1].
+    """
+    if file_format(checkpoint) == ENSEMBLE_FORMAT:
+        return ensemble_from_file(checkpoint, resolve_device(device))
     model, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
     return Predictor(model, resolve_device(device)), cfg
 

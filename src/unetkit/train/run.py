@@ -25,11 +25,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unetkit.config import Config, DataConfig, save_config
+from unetkit.data.class_weights import class_pixel_counts, class_weights
 from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
 from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import default_augment, eval_transform, train_transform
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
+from unetkit.infer.pictures import write_evaluation_pictures
 from unetkit.infer.predictor import Predictor
 from unetkit.losses import build_loss
 from unetkit.metrics import scores
@@ -112,6 +114,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
     train_pairs, val_pairs = dataset_pairs(data)
     for pairs in (train_pairs, val_pairs):
         scan_pairs(pairs, data.channels, codec)
+    if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
+        method = cfg.loss.class_weights
+        computed = class_weights(class_pixel_counts(train_pairs, codec), method)
+        cfg.loss.class_weights = [round(float(w), 6) for w in computed]
+        tqdm.write(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
     model = build_model(cfg.model, data.channels, out_channels(cfg))
     if not model.is_valid_input(data.crop_size):
         low, high = model.nearest_valid_sizes(data.crop_size)
@@ -191,6 +198,9 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
         if budget is not None and time.perf_counter() - run_began > 60 * budget and epoch < cfg.train.epochs:
             tqdm.write(f"time budget of {budget} minutes used up after epoch {epoch}")
             break
+    if history and start <= cfg.train.epochs:  # pictures of the last validation: IoU bars, confusion, samples
+        write_evaluation_pictures(val_scores, val.confusion.matrix.numpy(), data.classes, val.samples, colors,
+                                  run_dir, prefix="val_")
     (run_dir / "summary.json").write_text(json.dumps(
         {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history)},
         indent=2))

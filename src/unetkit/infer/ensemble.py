@@ -1,0 +1,225 @@
+"""Weighted ensembles of trained U-Nets, and the single file that stores one.
+
+Members may differ in architecture and in input normalization, so an ensemble takes the image scaled to
+[0, 1] without normalization and each member normalizes it with its own `data.mean` / `data.std`
+(`Normalized`). The ensemble returns `sum_i w_i * p_i` over the members' class probabilities, weights summing
+to 1. It is again a callable of the inference chain, `(N, C, h, w) -> (N, K, h', w')`, with one geometry for
+all members, so TTA, whole-image and tiled prediction work on it unchanged.
+
+An ensemble file holds the member checkpoints themselves (without their training state), so it stays valid
+when run folders are moved or deleted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetkit.config import Config
+from unetkit.errors import UnetkitError
+from unetkit.infer.predictor import Fn, Predictor
+from unetkit.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+FORMAT = "unetkit-ensemble"
+VERSION = 1
+_TRAINING_STATE = ("optimizer", "scheduler", "scaler", "history")  # only needed to resume training
+_GEOMETRY = ("margin", "stride", "output_size", "input_size_for", "is_valid_input")
+
+
+class Normalized:
+    """Wrap a predictor so it takes [0, 1] input: `(x - mean) / std` per channel, then the predictor."""
+
+    def __init__(self, fn: Fn, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.fn = fn
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
+        for name in _GEOMETRY:
+            if hasattr(fn, name):
+                setattr(self, name, getattr(fn, name))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn((x - self.mean) / self.std)
+
+
+def normalize_weights(weights: Sequence[float], count: int, source: str = "ensemble weights") -> list[float]:
+    """One non-negative weight per member, scaled to sum 1; anything else is the user's to fix."""
+    values = [float(w) for w in weights]
+    if len(values) != count:
+        raise UnetkitError(f"{source}: {len(values)} weight(s) for {count} member(s); give one weight per member")
+    if any(not math.isfinite(w) or w < 0 for w in values):
+        raise UnetkitError(f"{source}: weights must be non-negative numbers, got {values}")
+    total = sum(values)
+    if total <= 0:
+        raise UnetkitError(f"{source}: all weights are 0; give at least one positive weight")
+    return [w / total for w in values]
+
+
+def _combined_geometry(members: Sequence[Fn], sources: Sequence[str]) -> tuple[int, int]:
+    """(margin, stride) shared by all members: padded nets combine freely, unpadded ones only when identical."""
+    if all(m.margin == 0 for m in members):
+        return 0, math.lcm(*(m.stride for m in members))
+    first = members[0]
+    for member, source in zip(members[1:], sources[1:], strict=True):
+        if (member.margin, member.stride) != (first.margin, first.stride):
+            raise UnetkitError(
+                f"{source}: its network crops {member.margin} px per side (pooling stride {member.stride}) but "
+                f"{sources[0]} crops {first.margin} px (stride {first.stride}), so their outputs cover different "
+                "pixels; ensemble only padded ('same') U-Nets, or unpadded ('valid') U-Nets of one depth"
+            )
+    return first.margin, first.stride
+
+
+class Ensemble:
+    """Weighted average of member predictors, each taking the same [0, 1] input `(N, C, h, w)`.
+
+    Padded members (margin 0) may pool to different depths: the ensemble accepts the sizes every member
+    accepts (multiples of the lcm of their strides). Unpadded members must share margin and stride.
+    """
+
+    def __init__(self, members: Sequence[Fn], weights: Sequence[float], sources: Sequence[str] | None = None) -> None:
+        if not members:
+            raise UnetkitError("an ensemble needs at least one member checkpoint")
+        sources = list(sources) if sources is not None else [f"member {i + 1}" for i in range(len(members))]
+        self.members = list(members)
+        self.sources = sources
+        self.weights = normalize_weights(weights, len(members))
+        self.margin, self.stride = _combined_geometry(self.members, sources)
+
+    def is_valid_input(self, input_size: int) -> bool:
+        return all(m.is_valid_input(input_size) for m in self.members)
+
+    def output_size(self, input_size: int) -> int:
+        if self.margin:
+            return self.members[0].output_size(input_size)
+        if not self.is_valid_input(input_size):
+            raise UnetkitError(f"input size {input_size} does not fit every ensemble member; "
+                               f"use a multiple of {self.stride}")
+        return input_size
+
+    def input_size_for(self, output_size: int) -> int:
+        """Smallest input valid for every member whose output covers `output_size`."""
+        if self.margin:
+            return self.members[0].input_size_for(output_size)
+        start = max(m.input_size_for(output_size) for m in self.members)
+        for size in range(start, start + self.stride + 1):  # a common multiple of the strides lies within
+            if self.is_valid_input(size):
+                return size
+        raise ValueError(f"no input size from {start} on fits every ensemble member")
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for member, weight in zip(self.members, self.weights, strict=True):
+            if weight == 0:  # a member the weight search switched off costs nothing
+                continue
+            out = member(x).float() * weight
+            total = out if total is None else total + out
+        assert total is not None  # normalize_weights guarantees a positive weight
+        return total
+
+
+def ensemble_config(cfg: Config) -> Config:
+    """A member's config for the whole ensemble: its classes, channels and mask encoding, but no
+    normalization (mean 0, std 1), since every member normalizes its own input."""
+    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"mean": [0.0], "std": [1.0]})})
+
+
+def load_members(checkpoints: Sequence[dict[str, Any]], sources: Sequence[str], device: torch.device
+                 ) -> tuple[list[Normalized], Config]:
+    """Member predictors taking [0, 1] input, and the ensemble's config; members must agree on classes
+    (names and order) and input channels."""
+    members: list[Normalized] = []
+    first: Config | None = None
+    for checkpoint, source in zip(checkpoints, sources, strict=True):
+        model, cfg = model_from_checkpoint(checkpoint, source)
+        if first is None:
+            first = cfg
+        elif cfg.data.classes != first.data.classes:
+            raise UnetkitError(f"{source}: classes {cfg.data.classes} differ from {first.data.classes} of "
+                               f"{sources[0]}; ensemble members must predict the same classes in the same order")
+        elif cfg.data.channels != first.data.channels:
+            raise UnetkitError(f"{source}: reads images with {cfg.data.channels} channel(s) but {sources[0]} with "
+                               f"{first.data.channels}; ensemble members must take the same input channels")
+        members.append(Normalized(Predictor(model, device), cfg.data.mean, cfg.data.std))
+    if first is None:
+        raise UnetkitError("an ensemble needs at least one member checkpoint")
+    return members, ensemble_config(first)
+
+
+def write_ensemble(path: str | Path, checkpoints: Sequence[dict[str, Any]], sources: Sequence[str],
+                   weights: Sequence[float], scores: dict[str, Any] | None = None) -> None:
+    """Write already loaded and checked member checkpoints as one ensemble file (atomically)."""
+    members = [{k: v for k, v in c.items() if k not in _TRAINING_STATE} for c in checkpoints]
+    save_checkpoint({"format": FORMAT, "version": VERSION, "members": members, "sources": [str(s) for s in sources],
+                     "weights": normalize_weights(weights, len(members)), "scores": scores or {}}, path)
+
+
+def save_ensemble(path: str | Path, checkpoints: Sequence[str | Path], weights: Sequence[float],
+                  scores: dict[str, Any] | None = None) -> None:
+    """Bundle member checkpoints and their weights into one file; incompatible members are refused first."""
+    loaded = [load_checkpoint(p) for p in checkpoints]
+    sources = [str(p) for p in checkpoints]
+    members, _ = load_members(loaded, sources, torch.device("cpu"))
+    Ensemble(members, weights, sources)  # checks weights and geometry before anything is written
+    write_ensemble(path, loaded, sources, weights, scores)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def load_ensemble(path: str | Path) -> dict[str, Any]:
+    """Load and check an ensemble file: format marker, member checkpoints, one usable weight per member."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnetkitError(f"ensemble file {path} does not exist")
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign file fails inside the unpickler in many ways; all mean the same
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UnetkitError(f"{path} is not a unetkit ensemble (cannot load it: {reason})") from None
+    if not isinstance(contents, dict) or contents.get("format") != FORMAT:
+        raise UnetkitError(f"{path} is not a unetkit ensemble (no '{FORMAT}' marker); "
+                           "write one with `unetkit ensemble` or save_ensemble")
+    if not _is_number(contents.get("version")) or contents["version"] > VERSION:
+        raise UnetkitError(f"{path} was written by a newer unetkit (format {contents.get('version')}); upgrade")
+    members = contents.get("members")
+    if not isinstance(members, list) or not members or not all(
+            isinstance(m, dict) and m.get("format") == CHECKPOINT_FORMAT and "config" in m and "model" in m
+            for m in members):
+        raise UnetkitError(f"{path}: its members are not unetkit checkpoints; write the ensemble again")
+    weights = contents.get("weights")
+    if not isinstance(weights, list) or not all(_is_number(w) for w in weights):
+        raise UnetkitError(f"{path}: 'weights' must be a list of numbers, got {weights!r}; write the ensemble again")
+    normalize_weights(weights, len(members), str(path))
+    return contents
+
+
+def file_format(path: str | Path) -> str | None:
+    """The format marker of a torch file, read without loading its tensors (None if there is none).
+
+    Used to tell ensembles from checkpoints; unreadable files answer None and get their error from the
+    loader that is then tried.
+    """
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a (zip) torch file: the real loader reports it
+        return None
+    return contents.get("format") if isinstance(contents, dict) else None
+
+
+def ensemble_from_file(path: str | Path, device: torch.device) -> tuple[Ensemble, Config]:
+    """The ensemble stored in `path`, ready to predict on `device`, and its config (mean 0, std 1)."""
+    contents = load_ensemble(path)
+    count = len(contents["members"])
+    sources = contents.get("sources")
+    if not isinstance(sources, list) or len(sources) != count:
+        sources = [f"member {i + 1}" for i in range(count)]
+    labels = [f"{path} (member {i + 1}: {s})" for i, s in enumerate(sources)]
+    members, cfg = load_members(contents["members"], labels, device)
+    return Ensemble(members, contents["weights"], labels), cfg

@@ -1,0 +1,325 @@
+"""U-Nets on classification encoders (ResNet, VGG, Inception, EfficientNet, any timm model), through
+segmentation_models_pytorch.
+
+`EncoderUNet` is smp's `Unet` with the size rule the rest of unetkit reads (`margin`, `depth`, `output_size`,
+`input_size_for`, ...), so training crops, tiling and test-time augmentation treat it like the paper's
+network with "same" padding. Encoder names are smp's (`resnet34`, `vgg16`, `inceptionresnetv2`,
+`efficientnet-b0`) or a timm model as `tu-<name>` (Inception v3 is `tu-inception_v3`).
+
+Weights come from smp's hub ("imagenet") or from a local file; a machine without internet gets one line
+saying how to pass a file instead, within seconds rather than after the hub client's retries.
+smp is imported inside the functions: it takes about 2 s and plain U-Net runs do not need it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from unetkit.errors import UnetkitError
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default; the first `depth` entries are used
+T = TypeVar("T")
+
+
+def _is_file(weights: str) -> bool:
+    """A path rather than a named kind of weights ("imagenet", "ssl", ...)."""
+    return weights.lower().endswith(_WEIGHT_SUFFIXES) or "/" in weights or os.sep in weights or Path(weights).exists()
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub (where smp and timm keep weights) cannot be reached; None if it can.
+
+    A 3 s TCP connect answers in milliseconds without DNS; the hub client itself retries for ~23 s per file.
+    Behind a proxy only the client can tell, so nothing is probed then.
+    """
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=3.0).close()
+    except OSError as err:
+        return f"{url.hostname}: {err.strerror or err or type(err).__name__}"
+    return None
+
+
+@contextmanager
+def _hub_cache_only(enabled: bool) -> Iterator[None]:
+    """Offline, make huggingface_hub answer from its cache at once (weights downloaded earlier still load)."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = enabled or saved
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """OSError covers urllib, requests and huggingface_hub's own errors; httpx's are separate."""
+    errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):
+        if importlib.util.find_spec(name) is not None:
+            errors.append(importlib.import_module(name).HTTPError)
+    return tuple(errors)
+
+
+def _from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
+    """Run `fetch` (which may download) and turn any download failure into one actionable line."""
+    reason = _hub_unreachable()
+    try:
+        with _hub_cache_only(reason is not None):
+            return fetch()
+    except _network_errors() as err:
+        short = reason or (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        raise UnetkitError(
+            f"model.encoder_weights: {weights} weights for {encoder} cannot be downloaded here ({short}); download"
+            f" them elsewhere and pass the file: --set model.encoder_weights=/path/to/{encoder}.pth"
+        ) from None
+
+
+def _check_names(encoder: str, weights: str) -> None:
+    """Unknown encoder or weight kind: one line listing what exists, before smp raises a KeyError."""
+    import difflib
+
+    import segmentation_models_pytorch as smp
+    import timm
+
+    if encoder.startswith("tu-"):
+        known = timm.is_model(encoder[3:])
+        names = [f"tu-{n}" for n in timm.list_models()]
+    else:
+        known = encoder in smp.encoders.encoders
+        names = smp.encoders.get_encoder_names()
+    if not known:
+        close = difflib.get_close_matches(encoder, names, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "e.g. resnet34, vgg16, tu-inception_v3"
+        raise UnetkitError(f"model.encoder {encoder!r} is not an smp encoder nor tu-<timm model>; {hint}")
+    if weights == "none" or _is_file(weights):
+        return
+    kinds = ["imagenet"] if encoder.startswith("tu-") else list(smp.encoders.encoders[encoder]["pretrained_settings"])
+    if weights not in kinds:
+        raise UnetkitError(f"model.encoder_weights {weights!r}: no such file, and {encoder} has pretrained weights "
+                           f"{kinds} only; give one of them, 'none', or the path of a weights file")
+
+
+def _norm_key(key: str) -> str:
+    """Compare state-dict keys across wrappers: drop `module.` / `encoder.` / `model.` (DataParallel, smp's
+    Unet, its timm wrapper) and read `_` as `.` (timm's feature extractor renames `stages.0` to `stages_0`)."""
+    while key.startswith(("module.", "encoder.", "model.")):
+        key = key.split(".", 1)[1]
+    return key.replace("_", ".")
+
+
+def _read_state(path: Path) -> Mapping[str, Tensor]:
+    """A state dict from .safetensors or a torch file, bare or under "state_dict" / "model"."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a bad file fails inside the unpickler or parser in many ways; all mean the same
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
+        raise UnetkitError(f"model.encoder_weights: cannot read {path} ({reason}); give a state dict file") from None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise UnetkitError(f"model.encoder_weights: {path} holds no state dict (name -> tensor)")
+    return state
+
+
+def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+    """Load a local weights file into `encoder`, matching keys across wrappers (see `_norm_key`).
+
+    A first convolution saved for 3 channels is adapted to the encoder's input channels the way smp and
+    timm adapt pretrained weights (summed for 1 channel, repeated and rescaled for more). At least 90% of
+    the encoder's weights must match, so a file for another architecture is refused rather than half used.
+    """
+    from timm.models import adapt_input_conv
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UnetkitError(f"model.encoder_weights: file {path} does not exist; give 'none', 'imagenet' or a file")
+    target = encoder.state_dict()
+    by_norm: dict[str, str] = {}
+    for key in target:
+        by_norm[_norm_key(key)] = key if _norm_key(key) not in by_norm else ""  # "" marks an ambiguous name
+    matched: dict[str, Tensor] = {}
+    for key, value in _read_state(path).items():
+        name = by_norm.get(_norm_key(key))
+        if not name:
+            continue
+        want = target[name].shape
+        if value.ndim == 4 and len(want) == 4 and value.shape[1] == 3 and want[1] != 3 and value.shape[2:] == want[2:]:
+            value = adapt_input_conv(want[1], value)
+        if value.shape == want:
+            matched[name] = value
+    weights = [k for k in target if not k.endswith("num_batches_tracked")]  # old torchvision files lack them
+    hits = sum(k in matched for k in weights)
+    if hits < 0.9 * len(weights):
+        raise UnetkitError(f"model.encoder_weights: {path} matched {hits} of {len(weights)} weights of this "
+                           "encoder (90% needed); is it a file for this model.encoder?")
+    encoder.load_state_dict(matched, strict=False)
+
+
+class EncoderUNet(nn.Module):
+    """smp.Unet with the geometry attributes the rest of unetkit relies on.
+
+    `(N, in_channels, H, W)` -> logits `(N, num_classes, H, W)` for H, W positive multiples of 2**depth (32)
+    no smaller than `min_size`. Timm's Inception v3 has unpadded stems and needs 96; the smallest working
+    multiple is found once by a tiny forward pass at construction.
+    """
+
+    margin = 0  # every convolution is padded
+
+    def __init__(self, encoder: str, in_channels: int, num_classes: int, weights: str = "none", depth: int = 5) -> None:
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        if not 3 <= depth <= 5:
+            raise UnetkitError(f"encoder U-Net depth must be 3, 4 or 5, got {depth}")
+        _check_names(encoder, weights)
+        from_hub = weights != "none" and not _is_file(weights)
+
+        def make() -> nn.Module:
+            hub_weights: str | bool | None = (True if encoder.startswith("tu-") else weights) if from_hub else None
+            return smp.Unet(encoder, encoder_depth=depth, encoder_weights=hub_weights, in_channels=in_channels,
+                            classes=num_classes, decoder_channels=_DECODER_CHANNELS[:depth])
+
+        net = _from_hub(make, encoder, weights) if from_hub else make()
+        # smp's names, so smp's own checkpoints load; the straight-line forward below replaces smp's.
+        self.encoder, self.decoder, self.segmentation_head = net.encoder, net.decoder, net.segmentation_head
+        if weights != "none" and not from_hub:
+            load_encoder_weights(self.encoder, weights)
+        self.encoder_name, self.pretrained, self.depth = encoder, weights != "none", depth
+        self.encoder_frozen = False
+        self.min_size = self._smallest_input(in_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """`(N, C, H, W)` -> logits `(N, num_classes, H, W)`; the decoder concatenates encoder features."""
+        if not torch.jit.is_scripting():
+            self.check_input(x.shape[-2], x.shape[-1])
+        features = self.encoder(x)  # [x, (N, c1, H/2, W/2), ..., (N, c_depth, H/2**depth, W/2**depth)]
+        return self.segmentation_head(self.decoder(features))
+
+    @torch.no_grad()
+    def _smallest_input(self, in_channels: int, tries: int = 8) -> int:
+        step, mode = 2**self.depth, self.training
+        self.eval()  # BatchNorm in training mode refuses a 1x1 bottleneck
+        try:
+            for size in range(step, step * (tries + 1), step):
+                try:
+                    self.segmentation_head(self.decoder(self.encoder(torch.zeros(1, in_channels, size, size))))
+                    return size
+                except (RuntimeError, ValueError):
+                    continue
+        finally:
+            self.train(mode)
+        raise RuntimeError(f"encoder {self.encoder_name} takes no input up to {step * tries} pixels")
+
+    def train(self, mode: bool = True) -> EncoderUNet:
+        """As nn.Module.train, but a frozen encoder stays in eval mode: its BatchNorm statistics stay frozen too."""
+        super().train(mode)
+        if self.encoder_frozen:
+            self.encoder.eval()
+        return self
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        return self.encoder.parameters()
+
+    def fresh_modules(self) -> list[nn.Module]:
+        """The layers no weights file filled (for the paper's He init): all of them without pretraining."""
+        return [self.decoder, self.segmentation_head] if self.pretrained else [self]
+
+    # Size rule, per spatial dimension: positive multiples of 2**depth from `min_size` on.
+
+    def is_valid_input(self, input_size: int) -> bool:
+        return input_size >= self.min_size and input_size % 2**self.depth == 0
+
+    def nearest_valid_sizes(self, input_size: int) -> tuple[int | None, int]:
+        """(largest valid size <= input_size or None, smallest valid size >= input_size): 65 -> (64, 96)."""
+        step = 2**self.depth
+        below = input_size // step * step
+        above = max(-(-input_size // step) * step, self.min_size)
+        return (below if below >= self.min_size else None), above
+
+    def output_size(self, input_size: int) -> int:
+        if not self.is_valid_input(input_size):
+            raise UnetkitError(f"input size {input_size} does not fit this {self.encoder_name} U-Net; "
+                               + self._size_hint(input_size))
+        return input_size
+
+    def input_size_for(self, output_size: int) -> int:
+        """Smallest valid input covering `output_size` pixels: the next multiple of 2**depth (65 -> 96)."""
+        return self.nearest_valid_sizes(max(output_size, 1))[1]
+
+    def check_input(self, height: int, width: int) -> None:
+        for name, size in (("height", height), ("width", width)):
+            if not self.is_valid_input(size):
+                raise UnetkitError(f"input {height}x{width} does not fit this {self.encoder_name} U-Net: {name} "
+                                   f"{size} is invalid, {self._size_hint(size)}; crop or pad the image")
+
+    def _size_hint(self, input_size: int) -> str:
+        below, above = self.nearest_valid_sizes(input_size)
+        return f"use {above} or more" if below is None else f"nearest valid sizes are {below} and {above}"
+
+
+def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (no gradients, BatchNorm statistics fixed) or release the pretrained encoder, e.g. for the first
+    `model.freeze_encoder_epochs` epochs so the random decoder does not wreck it. No-op for other models."""
+    if not isinstance(model, EncoderUNet):
+        return
+    for param in model.encoder_parameters():
+        param.requires_grad_(not frozen)
+    model.encoder_frozen = frozen
+    model.train(model.training)
+
+
+def encoder_normalization(encoder: str, weights: str, channels: int = 3) -> tuple[list[float], list[float]] | None:
+    """(mean, std) per channel on [0, 1] pixels that the encoder's pretrained weights expect; None without them.
+
+    Named weights use smp's preprocessing parameters (timm's table for `tu-` encoders). For a local file
+    ImageNet statistics are assumed, except for `tu-` encoders whose timm table is known offline. With one
+    input channel the first convolution sums the RGB filters, so the channel averages are returned.
+    """
+    if weights == "none":
+        return None
+    import segmentation_models_pytorch as smp
+
+    if encoder.startswith("tu-"):
+        try:
+            params = smp.encoders.get_preprocessing_params(encoder)
+        except ValueError:  # a timm model without pretrained weights has no table
+            params = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    elif _is_file(weights):
+        params = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    else:
+        _check_names(encoder, weights)
+        params = _from_hub(lambda: smp.encoders.get_preprocessing_params(encoder, weights), encoder, weights)
+    scale = float(params.get("input_range", [0, 1])[1])  # some tables are on 0..255 pixels
+    mean = [float(m) / scale for m in params["mean"]]
+    std = [float(s) / scale for s in params["std"]]
+    if channels == 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return mean, std
