@@ -63,6 +63,18 @@ def _weightmap(args: argparse.Namespace) -> None:
     print(f"{len(written)} weight map(s) written to {args.output} (NAME_weights.png picture, NAME_weights.npy values)")
 
 
+def _ensemble(args: argparse.Namespace) -> None:
+    from unetkit.infer.ensemble_search import ensemble_command, format_ensemble_report
+
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    report = ensemble_command(args.checkpoints, args.data, split=args.split, images=args.images, masks=args.masks,
+                              weights=weights, search=args.search, output=args.output, grid_step=args.grid_step,
+                              tile=args.tile, overlap=args.overlap, tta=args.tta, device=args.device,
+                              progress=not args.quiet)
+    print(format_ensemble_report(report))
+    print(f"ensemble written to {report['ensemble']} (use it like a checkpoint with predict and evaluate)")
+
+
 def _data_patches(args: argparse.Namespace) -> None:
     from unetkit.data.patches import make_patches
 
@@ -127,6 +139,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy (K, H, W) float16")
     p.set_defaults(func=_predict)
 
+    p = sub.add_parser("ensemble", help="combine checkpoints into a weighted ensemble (optionally search weights)",
+                       epilog=EPILOG,
+                       description="Average the members' class probabilities with weights; score each member, the "
+                                   "equal-weight ensemble and the chosen weights by mIoU; save the ensemble as a file "
+                                   "that predict and evaluate accept like a checkpoint.")
+    p.add_argument("checkpoints", nargs="+", metavar="CKPT", help="member checkpoints (same classes and channels)")
+    p.add_argument("--data", metavar="DIR", help="labelled folder with images/ and masks/")
+    p.add_argument("--split", choices=["val", "test"], help="instead of --data: the first member's val or test split")
+    p.add_argument("--images", metavar="DIR", help="images folder, if not DIR/images")
+    p.add_argument("--masks", metavar="DIR", help="masks folder, if not DIR/masks")
+    p.add_argument("--weights", metavar="W1,W2,...", help="member weights (normalized to sum 1)")
+    p.add_argument("--search", action="store_true", help="grid-search the weights that maximize mIoU")
+    p.add_argument("--grid-step", type=float, default=0.1, help="weight grid step for --search (default %(default)s)")
+    p.add_argument("-o", "--output", metavar="FILE", help="ensemble file to write (default ensemble.pt)")
+    p.set_defaults(func=_ensemble)
+
     p = sub.add_parser("weightmap", help="draw the paper's border weight map of masks", epilog=EPILOG,
                        description="w = w_c + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) (U-Net paper, eq. 2), with the "
                                    "mask encoding and data.weight_map settings of CONFIG.")
@@ -168,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "data":
             continue
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        if name in ("evaluate", "predict"):
+        if name in ("evaluate", "predict", "ensemble"):
             p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default %(default)s)")
             p.add_argument("--tile", type=int, metavar="PX",
                            help="output tile size; larger images are predicted tile by tile (default: config, 512)")

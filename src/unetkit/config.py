@@ -94,7 +94,9 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    name: Literal["unet"] = "unet"
+    # unet = the paper's network (the fields below up to `init`); encoder_unet = smp's U-Net on a
+    # classification encoder (the `encoder*` fields; always padded, input sides multiples of 32).
+    name: Literal["unet", "encoder_unet"] = "unet"
     padding: Literal["valid", "same"] = "same"  # valid = the paper's unpadded network
     depth: int = Field(4, ge=1, le=6)  # number of 2x2 poolings
     base_channels: int = Field(64, gt=0)  # channels of the first level, doubled per level
@@ -102,6 +104,20 @@ class ModelConfig(Strict):
     upsample: Literal["transpose", "bilinear"] = "transpose"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # at the end of the contracting path, as in the paper
     init: Literal["default", "he"] = "default"  # he = normal with std sqrt(2 / fan_in), as in the paper
+    # An smp encoder name (resnet34, vgg16, inceptionresnetv2, efficientnet-b0) or a timm model as
+    # tu-<name> (Inception v3 is tu-inception_v3).
+    encoder: str = "resnet34"
+    # none = random init; imagenet (or another kind smp lists, e.g. ssl) = download via smp; or the path of
+    # a .pth / .pt / .safetensors state dict of the encoder or of a torchvision / timm model with its keys.
+    encoder_weights: str = "none"
+    freeze_encoder_epochs: int = Field(0, ge=0)  # train only the decoder for this many first epochs
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.name == "encoder_unet" and self.padding == "valid":
+            raise ValueError("padding 'valid' is only for name 'unet'; encoder_unet is always padded: "
+                             "set model.padding=same")
+        return self
 
 
 class LossTerm(Strict):

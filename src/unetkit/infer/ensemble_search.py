@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unetkit.config import IGNORE_INDEX, Config, DataConfig, InferConfig
-from unetkit.data.dataset import Pair, dataset_pairs, load_pair, pair_files
+from unetkit.config import IGNORE_INDEX, DataConfig, InferConfig
+from unetkit.data.dataset import Pair, load_pair
 from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import Ensemble, load_members, normalize_weights, write_ensemble
-from unetkit.infer.evaluate import data_folders
+from unetkit.infer.evaluate import evaluation_pairs
 from unetkit.infer.predict import build_chain, infer_settings, segment
 from unetkit.infer.predictor import Fn
 from unetkit.infer.source import make_prepare
@@ -115,16 +115,6 @@ def search_weights(members: Sequence[tuple[str, Fn]], pairs: Sequence[Pair], cod
     return report
 
 
-def _pairs(cfg: Config, data: str | Path | None, split: str | None, images: str | Path | None,
-           masks: str | Path | None) -> list[Pair]:
-    if split == "val":  # the first member's validation images, as its config defines them
-        return dataset_pairs(cfg.data)[1]
-    if data is not None or (images and masks):
-        return pair_files(*data_folders(data or ".", images, masks))
-    raise UnetkitError("give --data DIR (or --images and --masks), or --split val for the first member's "
-                       "validation set")
-
-
 def ensemble_command(checkpoints: Sequence[str | Path], data: str | Path | None = None, *, split: str | None = None,
                      images: str | Path | None = None, masks: str | Path | None = None,
                      weights: Sequence[float] | None = None, search: bool = False, output: str | Path | None = None,
@@ -147,8 +137,7 @@ def ensemble_command(checkpoints: Sequence[str | Path], data: str | Path | None 
     members, cfg = load_members(loaded, sources, resolve_device(device))
     Ensemble(members, weights if weights is not None else [1.0] * len(members), sources)  # geometry, weights
     infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta)
-    codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
-    pairs = _pairs(cfg, data, split, images, masks)
+    pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
     report = search_weights(list(zip(sources, members, strict=True)), pairs, codec, cfg.data.channels,
                             grid_step if search else None, infer, weights, progress)
     if search:
@@ -158,7 +147,7 @@ def ensemble_command(checkpoints: Sequence[str | Path], data: str | Path | None 
     else:
         saved, miou = [1.0 / len(members)] * len(members), report["equal_weights_miou"]
     report.update(saved_weights=saved, saved_miou=miou, tta=infer.tta,
-                  data="val" if split == "val" else str(data or images))
+                  data=split if split else str(data or images))
     write_ensemble(out, loaded, sources, saved, scores=dict(report))
     report["ensemble"] = str(out)
     return report

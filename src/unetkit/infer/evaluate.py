@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from unetkit.data.dataset import dataset_pairs, load_pair, pair_files, test_pairs
+from unetkit.config import Config
+from unetkit.data.dataset import Pair, dataset_pairs, load_pair, pair_files, test_pairs
 from unetkit.data.masks import MaskCodec
 from unetkit.em_scores import EMScoreAccumulator
 from unetkit.errors import UnetkitError
@@ -30,6 +31,23 @@ def data_folders(data: str | Path, images: str | Path | None = None, masks: str 
             raise UnetkitError(f"{folder} is not a folder; --data DIR needs DIR/images and DIR/masks "
                                "(or give --images and --masks)")
     return images_dir, masks_dir
+
+
+def evaluation_pairs(cfg: Config, data: str | Path | None, split: str | None, images: str | Path | None = None,
+                     masks: str | Path | None = None) -> tuple[list[Pair], MaskCodec]:
+    """The labelled pairs to score and the codec of their masks: a folder, or the run's `val` / `test` split
+    (test masks may use their own encoding, `data.test_mask`)."""
+    mask_cfg = cfg.data.test_mask if split == "test" and cfg.data.test_mask is not None else cfg.data.mask
+    codec = MaskCodec(mask_cfg, cfg.data.num_classes)
+    if split == "val":  # the run's own validation images, as its config defines them
+        return dataset_pairs(cfg.data)[1], codec
+    if split == "test":
+        return test_pairs(cfg.data), codec
+    if split is not None:
+        raise UnetkitError(f"split {split!r} is unknown; use val or test")
+    if data is not None or (images and masks):
+        return pair_files(*data_folders(data or ".", images, masks)), codec
+    raise UnetkitError("give --data DIR (or --images and --masks), or --split val / test for the run's own images")
 
 
 def evaluate(
@@ -60,16 +78,7 @@ def evaluate(
         raise UnetkitError(f"EM scores need a binary boundary model; this one has {cfg.data.num_classes} classes")
     fn = build_chain(predictor, infer)
     prepare = make_prepare(cfg.data)
-    mask_cfg = cfg.data.test_mask if split == "test" and cfg.data.test_mask is not None else cfg.data.mask
-    codec = MaskCodec(mask_cfg, cfg.data.num_classes)
-    if split == "val":  # the run's own validation images, as its config defines them
-        pairs = dataset_pairs(cfg.data)[1]
-    elif split == "test":
-        pairs = test_pairs(cfg.data)
-    elif data is not None or (images and masks):
-        pairs = pair_files(*data_folders(data or ".", images, masks))
-    else:
-        raise UnetkitError("give --data DIR (or --images and --masks), or --split val for the run's validation set")
+    pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
     confusion = ConfusionMatrix(cfg.data.num_classes)
     em = EMScoreAccumulator() if infer.em_scores else None
     samples = []
