@@ -97,7 +97,7 @@ def _from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
 
 
 def _check_names(encoder: str, weights: str) -> None:
-    """Unknown encoder or weight kind: one line listing what exists, before smp raises a KeyError."""
+    """Unknown encoder, weight kind or file: one line saying what exists, before any network is built."""
     import difflib
 
     import segmentation_models_pytorch as smp
@@ -113,6 +113,8 @@ def _check_names(encoder: str, weights: str) -> None:
         close = difflib.get_close_matches(encoder, names, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else "e.g. resnet34, vgg16, tu-inception_v3"
         raise UnetkitError(f"model.encoder {encoder!r} is not an smp encoder nor tu-<timm model>; {hint}")
+    if _is_file(weights) and not Path(weights).expanduser().is_file():
+        raise UnetkitError(f"model.encoder_weights: file {weights} does not exist; give 'none', 'imagenet' or a file")
     if weights == "none" or _is_file(weights):
         return
     kinds = ["imagenet"] if encoder.startswith("tu-") else list(smp.encoders.encoders[encoder]["pretrained_settings"])
@@ -186,9 +188,10 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
 class EncoderUNet(nn.Module):
     """smp.Unet with the geometry attributes the rest of unetkit relies on.
 
-    `(N, in_channels, H, W)` -> logits `(N, num_classes, H, W)` for H, W positive multiples of 2**depth (32)
-    no smaller than `min_size`. Timm's Inception v3 has unpadded stems and needs 96; the smallest working
-    multiple is found once by a tiny forward pass at construction.
+    `(N, in_channels, H, W)` -> logits `(N, num_classes, H, W)` for H, W multiples of 2**depth (32) from
+    `min_size` on: the smallest side whose deepest feature map is at least 2x2, so BatchNorm can train on a
+    single image. That is 64 for most encoders and 128 for timm's Inception v3, whose stems are unpadded;
+    it is found once by tiny forward passes at construction.
     """
 
     margin = 0  # every convolution is padded
@@ -230,10 +233,12 @@ class EncoderUNet(nn.Module):
         try:
             for size in range(step, step * (tries + 1), step):
                 try:
-                    self.segmentation_head(self.decoder(self.encoder(torch.zeros(1, in_channels, size, size))))
-                    return size
-                except (RuntimeError, ValueError):
+                    features = self.encoder(torch.zeros(1, in_channels, size, size))
+                    self.segmentation_head(self.decoder(features))
+                except (RuntimeError, ValueError):  # a kernel larger than a shrunken map
                     continue
+                if min(features[-1].shape[-2:]) >= 2:  # BatchNorm needs 2 values per channel to train
+                    return size
         finally:
             self.train(mode)
         raise RuntimeError(f"encoder {self.encoder_name} takes no input up to {step * tries} pixels")

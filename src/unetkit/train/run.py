@@ -36,6 +36,7 @@ from unetkit.infer.predictor import Predictor
 from unetkit.losses import build_loss
 from unetkit.metrics import scores
 from unetkit.models.build import build_model
+from unetkit.models.encoders import encoder_normalization, set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
 from unetkit.train.checkpoint import load_checkpoint, make_checkpoint, out_channels, save_checkpoint
 from unetkit.train.loop import train_one_epoch, validate
@@ -88,6 +89,11 @@ def _resolve(cfg: Config) -> Config:
     cfg = cfg.model_copy(deep=True)
     if cfg.data.augment is None:
         cfg.data.augment = default_augment()
+    if cfg.model.name == "encoder_unet" and not {"mean", "std"} & cfg.data.model_fields_set:
+        # a pretrained encoder expects its own input normalization, unless the config sets one explicitly
+        norm = encoder_normalization(cfg.model.encoder, cfg.model.encoder_weights, cfg.data.channels)
+        if norm is not None:
+            cfg.data.mean, cfg.data.std = norm
     return cfg
 
 
@@ -161,6 +167,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
     run_began = time.perf_counter()
     for epoch in range(start, cfg.train.epochs + 1):
         began = time.perf_counter()
+        set_encoder_frozen(model, epoch <= cfg.model.freeze_encoder_epochs)
         train_loss, train_cm = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, num_classes,
                                                amp=use_amp, desc=f"epoch {epoch}/{cfg.train.epochs}",
                                                progress=progress)
