@@ -6,6 +6,7 @@ Random init only; nothing here downloads (the hub download function is replaced 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from unetkit.models.unet import UNet
 # for padded encoders. Timm's Inception v3 has unpadded stems: 64 leaves a 2x4 map for a 3x3 kernel and 96 a 1x1
 # bottleneck, so 128. Add a row and every test below covers the new encoder.
 MODEL_TABLE = [("resnet18", 64), ("vgg16", 64), ("tu-inception_v3", 128)]
+Writer = Callable[[EncoderUNet, Path], None]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ def _wrapped_pth(model: EncoderUNet, path: Path) -> None:
 
 
 @pytest.mark.parametrize(("writer", "name"), [(_full_model_safetensors, "m.safetensors"), (_wrapped_pth, "m.pth")])
-def test_weights_file_round_trip(resnet18: EncoderUNet, tmp_path: Path, writer, name: str) -> None:
+def test_weights_file_round_trip(resnet18: EncoderUNet, tmp_path: Path, writer: Writer, name: str) -> None:
     writer(resnet18, tmp_path / name)
     loaded = EncoderUNet("resnet18", 3, 2, weights=str(tmp_path / name))
     for (key, a), b in zip(resnet18.encoder.state_dict().items(), loaded.encoder.state_dict().values(), strict=True):
@@ -155,6 +157,26 @@ def test_imagenet_offline_is_one_line(monkeypatch: pytest.MonkeyPatch, probe: st
     assert f"({probe or 'connection refused'})" in message
     assert "--set model.encoder_weights=/path/to/resnet18.pth" in message
     assert constants.HF_HUB_OFFLINE == offline_before
+
+
+def test_offline_hub_still_serves_cached_weights(
+    resnet18: EncoderUNet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    save_file(resnet18.encoder.state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    offline_seen: list[bool] = []
+
+    def from_cache(repo_id: str, filename: str, **kwargs: object) -> str:
+        offline_seen.append(constants.HF_HUB_OFFLINE)
+        return str(tmp_path / filename)
+
+    monkeypatch.setattr(smp.encoders, "hf_hub_download", from_cache)
+    monkeypatch.setattr(enc, "_hub_unreachable", lambda: "huggingface.co: timed out")
+    model = EncoderUNet("resnet18", 3, 2, weights="imagenet")
+    assert offline_seen == [True, True]  # config.json, model.safetensors: asked of the cache only
+    assert torch.equal(model.encoder.layer2[0].conv1.weight, resnet18.encoder.layer2[0].conv1.weight)
 
 
 def test_build_without_pretrained_never_downloads(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,11 @@
-"""U-Nets on classification encoders (ResNet, VGG, Inception, EfficientNet, any timm model), through
-segmentation_models_pytorch.
+"""U-Nets on classification encoders (ResNet, VGG, Inception, EfficientNet, any timm model) via smp.
 
-`EncoderUNet` is smp's `Unet` with the size rule the rest of unetkit reads (`margin`, `depth`, `output_size`,
-`input_size_for`, ...), so training crops, tiling and test-time augmentation treat it like the paper's
-network with "same" padding. Encoder names are smp's (`resnet34`, `vgg16`, `inceptionresnetv2`,
-`efficientnet-b0`) or a timm model as `tu-<name>` (Inception v3 is `tu-inception_v3`).
-
-Weights come from smp's hub ("imagenet") or from a local file; a machine without internet gets one line
-saying how to pass a file instead, within seconds rather than after the hub client's retries.
-smp is imported inside the functions: it takes about 2 s and plain U-Net runs do not need it.
+`EncoderUNet` is segmentation_models_pytorch's `Unet` with the size rule the rest of unetkit reads (`margin`,
+`depth`, `output_size`, ...), so crops, tiling and TTA treat it like a "same"-padded U-Net. Encoder names are
+smp's (`resnet34`, `vgg16`, `inceptionresnetv2`, `efficientnet-b0`) or timm's as `tu-<name>` (Inception v3 is
+`tu-inception_v3`). Weights come from smp's hub ("imagenet") or a local file; offline, the hub gives one line
+saying how to pass a file, within seconds rather than after its client's retries. smp is imported inside
+the functions: it takes about 2 s and plain U-Net runs do not need it.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import importlib.util
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,8 +22,7 @@ from torch import Tensor, nn
 
 from unetkit.errors import UnetkitError
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # on [0, 1] pixels
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 _DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default; the first `depth` entries are used
 T = TypeVar("T")
@@ -39,11 +34,8 @@ def _is_file(weights: str) -> bool:
 
 
 def _hub_unreachable() -> str | None:
-    """Why the Hugging Face Hub (where smp and timm keep weights) cannot be reached; None if it can.
-
-    A 3 s TCP connect answers in milliseconds without DNS; the hub client itself retries for ~23 s per file.
-    Behind a proxy only the client can tell, so nothing is probed then.
-    """
+    """Why the Hugging Face Hub (smp's and timm's weights) is out of reach, or None. A 3 s connect fails in
+    milliseconds without DNS, where the hub client retries ~23 s per file; behind a proxy only it can tell."""
     from urllib.parse import urlsplit
 
     from huggingface_hub import constants
@@ -60,40 +52,29 @@ def _hub_unreachable() -> str | None:
     return None
 
 
-@contextmanager
-def _hub_cache_only(enabled: bool) -> Iterator[None]:
-    """Offline, make huggingface_hub answer from its cache at once (weights downloaded earlier still load)."""
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = enabled or saved
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
 def _network_errors() -> tuple[type[BaseException], ...]:
     """OSError covers urllib, requests and huggingface_hub's own errors; httpx's are separate."""
-    errors: list[type[BaseException]] = [OSError]
-    for name in ("httpx2", "httpx"):
-        if importlib.util.find_spec(name) is not None:
-            errors.append(importlib.import_module(name).HTTPError)
-    return tuple(errors)
+    found = [n for n in ("httpx2", "httpx") if importlib.util.find_spec(n) is not None]
+    return (OSError, *(importlib.import_module(n).HTTPError for n in found))
 
 
 def _from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
     """Run `fetch` (which may download) and turn any download failure into one actionable line."""
-    reason = _hub_unreachable()
+    from huggingface_hub import constants
+
+    reason, saved = _hub_unreachable(), constants.HF_HUB_OFFLINE
+    # Out of reach, the hub client answers from its cache at once: weights downloaded earlier still load.
+    constants.HF_HUB_OFFLINE = saved or reason is not None
     try:
-        with _hub_cache_only(reason is not None):
-            return fetch()
+        return fetch()
     except _network_errors() as err:
         short = reason or (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
         raise UnetkitError(
             f"model.encoder_weights: {weights} weights for {encoder} cannot be downloaded here ({short}); download"
             f" them elsewhere and pass the file: --set model.encoder_weights=/path/to/{encoder}.pth"
         ) from None
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def _check_names(encoder: str, weights: str) -> None:
@@ -103,13 +84,9 @@ def _check_names(encoder: str, weights: str) -> None:
     import segmentation_models_pytorch as smp
     import timm
 
-    if encoder.startswith("tu-"):
-        known = timm.is_model(encoder[3:])
-        names = [f"tu-{n}" for n in timm.list_models()]
-    else:
-        known = encoder in smp.encoders.encoders
-        names = smp.encoders.get_encoder_names()
-    if not known:
+    tu = encoder.startswith("tu-")
+    if not (timm.is_model(encoder[3:]) if tu else encoder in smp.encoders.encoders):
+        names = [f"tu-{n}" for n in timm.list_models()] if tu else smp.encoders.get_encoder_names()
         close = difflib.get_close_matches(encoder, names, n=3)
         hint = f"did you mean {', '.join(close)}?" if close else "e.g. resnet34, vgg16, tu-inception_v3"
         raise UnetkitError(f"model.encoder {encoder!r} is not an smp encoder nor tu-<timm model>; {hint}")
@@ -117,7 +94,7 @@ def _check_names(encoder: str, weights: str) -> None:
         raise UnetkitError(f"model.encoder_weights: file {weights} does not exist; give 'none', 'imagenet' or a file")
     if weights == "none" or _is_file(weights):
         return
-    kinds = ["imagenet"] if encoder.startswith("tu-") else list(smp.encoders.encoders[encoder]["pretrained_settings"])
+    kinds = ["imagenet"] if tu else list(smp.encoders.encoders[encoder]["pretrained_settings"])
     if weights not in kinds:
         raise UnetkitError(f"model.encoder_weights {weights!r}: no such file, and {encoder} has pretrained weights "
                            f"{kinds} only; give one of them, 'none', or the path of a weights file")
@@ -151,7 +128,7 @@ def _read_state(path: Path) -> Mapping[str, Tensor]:
     return state
 
 
-def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
+def _load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     """Load a local weights file into `encoder`, matching keys across wrappers (see `_norm_key`).
 
     A first convolution saved for 3 channels is adapted to the encoder's input channels the way smp and
@@ -160,9 +137,6 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """
     from timm.models import adapt_input_conv
 
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UnetkitError(f"model.encoder_weights: file {path} does not exist; give 'none', 'imagenet' or a file")
     target = encoder.state_dict()
     by_norm: dict[str, str] = {}
     for key in target:
@@ -214,9 +188,8 @@ class EncoderUNet(nn.Module):
         # smp's names, so smp's own checkpoints load; the straight-line forward below replaces smp's.
         self.encoder, self.decoder, self.segmentation_head = net.encoder, net.decoder, net.segmentation_head
         if weights != "none" and not from_hub:
-            load_encoder_weights(self.encoder, weights)
-        self.encoder_name, self.pretrained, self.depth = encoder, weights != "none", depth
-        self.encoder_frozen = False
+            _load_encoder_weights(self.encoder, Path(weights).expanduser())
+        self.encoder_name, self.pretrained, self.depth, self.encoder_frozen = encoder, weights != "none", depth, False
         self.min_size = self._smallest_input(in_channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -311,15 +284,12 @@ def encoder_normalization(encoder: str, weights: str, channels: int = 3) -> tupl
     if weights == "none":
         return None
     import segmentation_models_pytorch as smp
+    from timm.models import is_model_pretrained as timm_pretrained
 
-    if encoder.startswith("tu-"):
-        try:
-            params = smp.encoders.get_preprocessing_params(encoder)
-        except ValueError:  # a timm model without pretrained weights has no table
-            params = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    elif _is_file(weights):
-        params = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-    else:
+    params = IMAGENET
+    if encoder.startswith("tu-") and timm_pretrained(encoder[3:]):
+        params = smp.encoders.get_preprocessing_params(encoder)  # timm's table: no download
+    elif not encoder.startswith("tu-") and not _is_file(weights):
         _check_names(encoder, weights)
         params = _from_hub(lambda: smp.encoders.get_preprocessing_params(encoder, weights), encoder, weights)
     scale = float(params.get("input_range", [0, 1])[1])  # some tables are on 0..255 pixels

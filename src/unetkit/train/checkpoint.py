@@ -81,7 +81,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(checkpoint: dict[str, Any], source: str = "checkpoint") -> tuple[nn.Module, Config]:
     """Rebuild the network a checkpoint describes and load its weights."""
     cfg = config_from_dict(checkpoint["config"], source)
-    model = build_model(cfg.model, cfg.data.channels, checkpoint["out_channels"])
+    # the checkpoint holds every weight: never fetch pretrained encoder weights again
+    model = build_model(cfg.model, cfg.data.channels, checkpoint["out_channels"], pretrained=False)
     try:
         model.load_state_dict(checkpoint["model"])
     except RuntimeError as err:

@@ -125,10 +125,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
         computed = class_weights(class_pixel_counts(train_pairs, codec), method)
         cfg.loss.class_weights = [round(float(w), 6) for w in computed]
         tqdm.write(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
-    model = build_model(cfg.model, data.channels, out_channels(cfg))
+    model = build_model(cfg.model, data.channels, out_channels(cfg), pretrained=checkpoint is None)
     if not model.is_valid_input(data.crop_size):
         low, high = model.nearest_valid_sizes(data.crop_size)
-        raise UnetkitError(f"data.crop_size {data.crop_size} does not fit this U-Net; use {low} or {high}")
+        fits = f"{low} or {high}" if low is not None else f"{high} or more"
+        raise UnetkitError(f"data.crop_size {data.crop_size} does not fit this network; use {fits}")
 
     run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, name)
     save_config(cfg, run_dir / "config.yaml")
