@@ -9,6 +9,15 @@ from pathlib import Path
 from unetkit.errors import UnetkitError
 
 EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
+EXAMPLES = """examples:
+  unetkit demo                                          synthetic cells: train, evaluate, predict
+  unetkit data inspect mydata/train                     which mask encoding to declare
+  unetkit train configs/isbi2012.yaml --set train.epochs=5
+  unetkit evaluate runs/isbi2012-.../best.pt --split val --em --tta d4
+  unetkit predict runs/isbi2012-.../best.pt new_slices/ -o masks --overlay
+  unetkit <command> --help                              options of one command
+
+"""
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -100,7 +109,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="unetkit", epilog=EPILOG,
+        prog="unetkit", epilog=EXAMPLES + EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train, evaluate and apply U-Nets for semantic segmentation of your own images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
