@@ -129,3 +129,15 @@ def test_write_checks_dtype_and_format(tmp_path: Path) -> None:
     rgb[..., 1] = 200
     write_image(tmp_path / "o.png", rgb)
     np.testing.assert_array_equal(read_raw(tmp_path / "o.png"), rgb)
+
+
+def test_written_masks_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from unetkit.data.io import write_mask
+
+    write_mask(tmp_path / "m.png", np.zeros((4, 4), np.uint8))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "m.png").stat().st_mode) == 0o666 & ~umask

@@ -160,6 +160,15 @@ def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_write(path: Path, array: np.ndarray) -> None:
     """Write via a temporary file in the same folder and `os.replace`, so readers never see half a file."""
     path = Path(path)
@@ -175,6 +184,7 @@ def _atomic_write(path: Path, array: np.ndarray) -> None:
         else:
             fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
             Image.fromarray(array).save(tmp, format=fmt)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
