@@ -47,3 +47,13 @@ def test_predict_tiles_a_large_image(tmp_path: Path, tiny_checkpoint: Path) -> N
     assert mask.shape == (150, 97) and set(np.unique(mask).tolist()) <= {0, 255}
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=3e-3)
     assert np.array_equal(mask == 255, probs[1] > probs[0])
+
+
+def test_export_onnx_then_predict_with_it(tmp_path: Path, tiny_dataset: Path, tiny_checkpoint: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    onnx_file = tmp_path / "tiny.onnx"
+    assert main(["export", str(tiny_checkpoint), "-o", str(onnx_file)]) == 0
+    assert main(["predict", str(onnx_file), str(tiny_dataset / "images"), "-o", str(tmp_path / "a"), "-q"]) == 0
+    assert main(["predict", str(tiny_checkpoint), str(tiny_dataset / "images"), "-o", str(tmp_path / "b"), "-q"]) == 0
+    for mask in sorted((tmp_path / "b").glob("*.png")):
+        assert np.array_equal(np.asarray(Image.open(mask)), np.asarray(Image.open(tmp_path / "a" / mask.name)))

@@ -84,6 +84,16 @@ def _ensemble(args: argparse.Namespace) -> None:
     print(f"ensemble written to {report['ensemble']} (use it like a checkpoint with predict and evaluate)")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from unetkit.export import export_model
+
+    default = Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".torchscript.pt")
+    path = export_model(args.checkpoint, Path(args.output) if args.output else default, args.format,
+                        opset=args.opset, tile=args.tile)
+    print(f"exported to {path}" + (" (use it like a checkpoint: unetkit predict " + str(path) + " ...)"
+                                   if args.format == "onnx" else ""))
+
+
 def _data_patches(args: argparse.Namespace) -> None:
     from unetkit.data.patches import make_patches
 
@@ -163,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-step", type=float, default=0.1, help="weight grid step for --search (default %(default)s)")
     p.add_argument("-o", "--output", metavar="FILE", help="ensemble file to write (default ensemble.pt)")
     p.set_defaults(func=_ensemble)
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript", epilog=EPILOG,
+                       description="Export the network (normalized image -> logits) with dynamic batch, height and "
+                                   "width, the run's config embedded, and check it against PyTorch (1e-4). An .onnx "
+                                   "file runs on onnxruntime wherever a checkpoint is accepted (predict, evaluate).")
+    p.add_argument("checkpoint", help="best.pt or last.pt of a run")
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (default: next to the checkpoint)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="(default %(default)s)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
+    p.add_argument("--tile", type=int, metavar="PX", help="fix the input size (default: dynamic)")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser("weightmap", help="draw the paper's border weight map of masks", epilog=EPILOG,
                        description="w = w_c + w0 * exp(-(d1 + d2)^2 / (2 sigma^2)) (U-Net paper, eq. 2), with the "

@@ -157,6 +157,8 @@ def format_table(result: dict) -> str:
             f"{name:<{width}}  {num(row['iou']):>7}  {num(row['dice']):>7}  {num(row['precision']):>9}  "
             f"{num(row['recall']):>7}  {share:>7}"
         )
-    lines.append(f"mIoU {num(result['miou'])} (background included), mean Dice {num(result['mean_dice'])}")
+    counted = sum(result["per_class"][n]["iou"] is not None for n in names)
+    lines.append(f"mIoU {num(result['miou'])} over {counted} of {len(names)} classes (every class present in truth or "
+                 f"prediction, background included), mean Dice {num(result['mean_dice'])}")
     lines.append(f"pixel accuracy {num(result['pixel_accuracy'])} over {total} pixels (ignore label excluded)")
     return "\n".join(lines)

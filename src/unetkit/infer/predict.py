@@ -19,6 +19,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
+from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Fn, Predictor, predict_whole
 from unetkit.infer.source import make_prepare, open_image
 from unetkit.infer.tiled import Prepare, predict_tiled
@@ -29,11 +30,13 @@ from unetkit.train.plots import overlay
 
 
 def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Config]:
-    """A ready predictor and the config to run it with, from a checkpoint or an ensemble file.
+    """A ready predictor and the config to run it with, from a checkpoint, an ensemble or an ONNX file.
 
     An ensemble's members normalize their own input, so its config has data.mean 0 and std 1: `prepare`
-    then only scales the pixels to [0, 1].
+    then only scales the pixels to [0, 1]. A `.onnx` file runs on onnxruntime with its embedded config.
     """
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        return load_onnx(checkpoint, device)
     if file_format(checkpoint) == ENSEMBLE_FORMAT:
         return ensemble_from_file(checkpoint, resolve_device(device))
     model, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))

@@ -1,0 +1,154 @@
+"""Run an exported ONNX model with onnxruntime, as a link of the inference chain.
+
+An ONNX file written by `unetkit.export` maps normalized `(N, C, H, W)` input to logits and carries the
+resolved config in its metadata. `OnnxPredictor` turns the logits into probabilities with the same
+`to_probabilities` as the PyTorch `Predictor`, and takes its geometry (`margin`, `stride`, the size rule)
+from the network the config describes, built on the meta device: no weights are allocated, the size rule is
+the very code the checkpoint used. A model exported with a fixed tile accepts that one input size only,
+and its geometry says so, so whole-image and tiled prediction pick that size.
+
+onnxruntime is an optional dependency, imported only when an ONNX file is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from unetkit.config import Config, config_from_dict
+from unetkit.errors import UnetkitError
+from unetkit.infer.predictor import to_probabilities
+from unetkit.models.build import build_model
+
+FORMAT = "unetkit-onnx"
+VERSION = 1
+INSTALL_HINT = "pip install 'unetkit[onnx]'"
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional dependency of the ONNX support, or say in one line how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UnetkitError(f"ONNX support needs the {module} package; {INSTALL_HINT}") from None
+
+
+def read_metadata(meta: dict[str, str], source: str, expected: str = FORMAT) -> tuple[Config, int, int | None]:
+    """(config, out_channels, fixed input size or None) from an exported file's metadata, after checking
+    its format marker: `export.model_metadata` wrote them."""
+    if meta.get("unetkit.format") != expected:
+        raise UnetkitError(f"{source} was not exported by unetkit (no '{expected}' marker); "
+                           "export a checkpoint with `unetkit export`")
+    try:
+        version = int(meta["unetkit.version"])
+        tree = yaml.safe_load(meta["unetkit.config"])
+        out_channels = int(meta["unetkit.out_channels"])
+        input_size = int(meta.get("unetkit.input_size", "0")) or None
+    except (KeyError, ValueError, yaml.YAMLError) as err:
+        raise UnetkitError(f"{source}: its unetkit metadata is damaged ({type(err).__name__}: {err}); "
+                           "export the checkpoint again") from None
+    if version > VERSION:
+        raise UnetkitError(f"{source} was exported by a newer unetkit (format {version}); upgrade unetkit")
+    if not isinstance(tree, dict):
+        raise UnetkitError(f"{source}: its embedded config is not a mapping; export the checkpoint again")
+    return config_from_dict(tree, source), out_channels, input_size
+
+
+class OnnxPredictor:
+    """An onnxruntime session with the Predictor contract: `(N, C, h, w)` normalized float32 input ->
+    `(N, K, h - 2*margin, w - 2*margin)` float32 probabilities on the CPU, plus the network's geometry.
+
+    `net` only supplies the size rule (it may live on the meta device); `input_size` restricts the inputs
+    to one side length for a model exported with a fixed tile.
+    """
+
+    def __init__(self, session: Any, net: nn.Module, input_size: int | None = None, source: str = "ONNX model"
+                 ) -> None:
+        self.session = session
+        self.input_name: str = session.get_inputs()[0].name
+        self.net = net
+        self.input_size = input_size
+        self.source = source
+        self.margin: int = net.margin
+        self.stride: int = 2**net.depth
+
+    def is_valid_input(self, input_size: int) -> bool:
+        return self.net.is_valid_input(input_size) and self.input_size in (None, input_size)
+
+    def output_size(self, input_size: int) -> int:
+        if self.input_size not in (None, input_size):
+            raise UnetkitError(f"{self.source} takes {self.input_size}x{self.input_size} inputs only, not "
+                               f"{input_size}; export the checkpoint without a fixed tile for other sizes")
+        return self.net.output_size(input_size)
+
+    def input_size_for(self, output_size: int) -> int:
+        """Smallest accepted input whose output covers `output_size`; with a fixed tile, that tile or an error."""
+        size = self.net.input_size_for(output_size)
+        if self.input_size is None:
+            return size
+        if size > self.input_size:
+            covered = self.net.output_size(self.input_size)
+            raise UnetkitError(f"{self.source} was exported for {self.input_size}x{self.input_size} inputs "
+                               f"({covered} output pixels); predict with --tile {covered} or less")
+        return self.input_size
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) valid input -> (N, C_out, h', w') float32 logits on the CPU."""
+        height, width = x.shape[-2:]
+        for name, size in (("height", height), ("width", width)):
+            if not self.is_valid_input(size):
+                raise UnetkitError(f"input {height}x{width} does not fit {self.source}: {name} {size} is invalid; "
+                                   f"use {self.input_size_for(max(size - 2 * self.margin, 1))}")
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return to_probabilities(self.logits(x))
+
+
+def providers(device: str = "auto") -> list[Any]:
+    """onnxruntime execution providers for a unetkit device name: CUDA first when it is there and not
+    ruled out, the CPU always as the fallback."""
+    ort = require("onnxruntime")
+    if device in ("auto", "cpu"):
+        use_cuda = device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise UnetkitError(f"device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if chosen.type == "cpu":
+        return ["CPUExecutionProvider"]
+    if chosen.type != "cuda" or "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise UnetkitError(f"device {device!r} asked for, but onnxruntime here has no CUDA provider; "
+                           "install onnxruntime-gpu or use --device cpu")
+    return [("CUDAExecutionProvider", {"device_id": chosen.index or 0}), "CPUExecutionProvider"]
+
+
+def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxPredictor, Config]:
+    """The predictor for an ONNX file exported by unetkit, and the config to prepare its input with."""
+    path = Path(path)
+    if not path.is_file():
+        raise UnetkitError(f"ONNX model {path} does not exist")
+    ort = require("onnxruntime")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: provider fallbacks are not the user's concern
+    chosen = providers(device)
+    try:
+        session = ort.InferenceSession(str(path), options, providers=chosen)
+    except Exception as err:  # onnxruntime reports a foreign or truncated file with several exception types
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise UnetkitError(f"{path} is not a readable ONNX model ({reason}); export one with `unetkit export`"
+                           ) from None
+    cfg, out_channels, input_size = read_metadata(dict(session.get_modelmeta().custom_metadata_map), str(path))
+    with torch.device("meta"):  # the size rule needs the module, not its weights
+        net = build_model(cfg.model, cfg.data.channels, out_channels, pretrained=False)
+    return OnnxPredictor(session, net, input_size, str(path)), cfg
