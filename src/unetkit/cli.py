@@ -41,7 +41,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluate(args.checkpoint, args.data, split=args.split, images=args.images, masks=args.masks,
                       output=args.output,
                       tile=args.tile, overlap=args.overlap, tta=args.tta, em_scores=args.em or None,
-                      device=args.device, progress=not args.quiet)
+                      precision=args.precision, channels_last=args.channels_last or None, device=args.device,
+                      progress=not args.quiet)
     print(format_table(report))
     if "em_scores" in report:
         print("EM scores (ISBI 2012, mean over images): "
@@ -54,7 +55,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay,
                       probabilities=args.probabilities, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                      device=args.device, progress=not args.quiet)
+                      precision=args.precision, channels_last=args.channels_last or None, device=args.device,
+                      progress=not args.quiet)
     print(f"{len(written)} mask(s) written to {args.output}")
 
 
@@ -235,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                                 "for valid U-Nets, tile/4 for padded ones)")
             p.add_argument("--tta", choices=["none", "flips", "d4"],
                            help="test-time augmentation: average over flips, or flips and 90-degree rotations")
+        if name in ("evaluate", "predict"):
+            p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
+                           help="bf16 autocast (CPUs with AVX-512 bf16/AMX, GPUs) or fp16 (GPUs); default fp32")
+            p.add_argument("--channels-last", action="store_true", help="NHWC activations (faster convolutions)")
     return parser
 
 

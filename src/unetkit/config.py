@@ -179,6 +179,8 @@ class InferConfig(Strict):
     tta: Literal["none", "flips", "d4"] = "none"  # test-time augmentation: flips, or flips and 90-degree turns
     batch_size: int = Field(4, gt=0)  # tiles per forward pass
     em_scores: bool = False  # also report ISBI 2012 EM scores (binary: class 1 = boundary)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: CPUs with AVX-512 bf16 / AMX, GPUs; fp16: GPUs
+    channels_last: bool = False  # NHWC activations, faster convolutions on most CPUs and GPUs
 
     def overlap_for(self, margin: int) -> int:
         if self.overlap is not None:

@@ -62,6 +62,8 @@ def evaluate(
     overlap: int | None = None,
     tta: str | None = None,
     em_scores: bool | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -73,7 +75,8 @@ def evaluate(
     V_info, averaged over images. Default JSON path: `evaluation_<folder name>.json` next to the checkpoint.
     """
     predictor, cfg = load_predictor(checkpoint, device)
-    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, em_scores=em_scores)
+    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, em_scores=em_scores, precision=precision,
+                           channels_last=channels_last)
     if infer.em_scores and cfg.data.num_classes != 2:
         raise UnetkitError(f"EM scores need a binary boundary model; this one has {cfg.data.num_classes} classes")
     fn = build_chain(predictor, infer)

@@ -20,7 +20,7 @@ from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
-from unetkit.infer.predictor import Fn, Predictor, predict_whole
+from unetkit.infer.predictor import Fn, Predictor, configure_speed, predict_whole
 from unetkit.infer.source import make_prepare, open_image
 from unetkit.infer.tiled import Prepare, predict_tiled
 from unetkit.infer.tta import TTA
@@ -44,7 +44,8 @@ def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Co
 
 
 def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
-    """Compose the inference callables: predictor, then test-time augmentation."""
+    """Compose the inference callables: predictor (with its speed options), then test-time augmentation."""
+    configure_speed(predictor, infer.precision, infer.channels_last)
     return TTA(predictor, infer.tta) if infer.tta != "none" else predictor
 
 
@@ -98,12 +99,14 @@ def predict(
     tile: int | None = None,
     overlap: int | None = None,
     tta: str | None = None,
+    precision: str | None = None,
+    channels_last: bool | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
     """Predict every input image and write its mask (and extras) to `output_dir`; returns the mask paths."""
     predictor, cfg = load_predictor(checkpoint, device)
-    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta)
+    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, precision=precision, channels_last=channels_last)
     fn = build_chain(predictor, infer)
     prepare = make_prepare(cfg.data)
     codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
