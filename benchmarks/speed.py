@@ -1,0 +1,115 @@
+"""Inference and training speed against this machine's own convolution limit, measured in one run.
+
+    python benchmarks/speed.py                 # paper U-Net 572x572 batch 1, padded U-Net 512x512 batch 4
+    python benchmarks/speed.py --repeats 5 --width 64
+
+1. Machine limit: achieved GFLOP/s of one large 3x3 convolution (fp32, and bf16 autocast), channels-last.
+2. Model throughput: FLOPs from `torch.utils.flop_counter`; GFLOP/s and images/s of inference (fp32 NCHW, fp32
+   channels-last, bf16 channels-last) and of a training step (fp32 channels-last), each as a fraction of (1).
+Medians of several runs; the machine is shared, so compare ratios from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from unetkit.infer.predictor import Predictor
+from unetkit.models.unet import UNet
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `fn` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+def flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def conv_limit(precision: str, repeats: int) -> float:
+    """GFLOP/s of a 3x3, 128 -> 128 channel convolution on a 2 x 128 x 128 x 128 channels-last input."""
+    x = torch.randn(2, 128, 128, 128).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3).contiguous(memory_format=torch.channels_last)
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            return F.conv2d(x, w, padding=1)
+
+    return flops(run) / timed(run, repeats) / 1e9
+
+
+def inference(model: UNet, batch: int, size: int, precision: str, channels_last: bool, repeats: int
+              ) -> tuple[float, float]:
+    """(GFLOP/s, images/s) of the model's forward pass through unetkit's Predictor."""
+    predictor = Predictor(model, torch.device("cpu"), precision=precision, channels_last=channels_last)
+    x = torch.randn(batch, model_in(model), size, size)
+
+    def run() -> torch.Tensor:
+        return predictor.logits(x)
+
+    seconds = timed(run, repeats)
+    return flops(run) / seconds / 1e9, batch / seconds
+
+
+def training_step(model: UNet, batch: int, size: int, repeats: int) -> tuple[float, float]:
+    """(GFLOP/s, images/s) of forward + backward + Adam step, fp32 channels-last."""
+    model = model.train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x = torch.randn(batch, model_in(model), size, size).contiguous(memory_format=torch.channels_last)
+    out = model.output_size(size)
+    target = torch.randint(0, 2, (batch, out, out))
+
+    def run() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), target).backward()
+        optimizer.step()
+
+    seconds = timed(run, repeats)
+    return flops(run) / seconds / 1e9, batch / seconds
+
+
+def model_in(model: UNet) -> int:
+    return model.stem[0].in_channels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--width", type=int, default=64, help="base channels of both U-Nets (the paper: 64)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    limit = {p: conv_limit(p, args.repeats) for p in ("fp32", "bf16")}
+    print(f"machine limit (3x3 conv, channels-last): fp32 {limit['fp32']:.1f} GFLOP/s, bf16 {limit['bf16']:.1f} GFLOP/s")
+    cases = [("paper U-Net (valid)", UNet(1, 2, base_channels=args.width, padding="valid"), 1, 572),
+             ("padded U-Net (same, BN)", UNet(1, 2, base_channels=args.width, padding="same", batch_norm=True), 4, 512)]
+    print(f"{'model':26s} {'mode':24s} {'GFLOP/s':>8s} {'img/s':>7s} {'of limit':>8s}")
+    for name, model, batch, size in cases:
+        for mode, precision, cl in (("infer fp32 NCHW", "fp32", False), ("infer fp32 channels-last", "fp32", True),
+                                    ("infer bf16 channels-last", "bf16", True)):
+            gflops, ips = inference(model, batch, size, precision, cl, args.repeats)
+            ref = limit["bf16" if precision == "bf16" else "fp32"]
+            print(f"{name:26s} {mode:24s} {gflops:8.1f} {ips:7.2f} {gflops / ref:8.2f}", flush=True)
+        gflops, ips = training_step(model, batch, size, max(1, args.repeats - 1))
+        print(f"{name:26s} {'train step fp32 c-last':24s} {gflops:8.1f} {ips:7.2f} {gflops / limit['fp32']:8.2f}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
