@@ -96,7 +96,8 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     limit = {p: conv_limit(p, args.repeats) for p in ("fp32", "bf16")}
-    print(f"machine limit (3x3 conv, channels-last): fp32 {limit['fp32']:.1f} GFLOP/s, bf16 {limit['bf16']:.1f} GFLOP/s")
+    print(f"machine limit (3x3 conv, channels-last): fp32 {limit['fp32']:.1f} GFLOP/s, "
+          f"bf16 {limit['bf16']:.1f} GFLOP/s")
     cases = [("paper U-Net (valid)", UNet(1, 2, base_channels=args.width, padding="valid"), 1, 572),
              ("padded U-Net (same, BN)", UNet(1, 2, base_channels=args.width, padding="same", batch_norm=True), 4, 512)]
     print(f"{'model':26s} {'mode':24s} {'GFLOP/s':>8s} {'img/s':>7s} {'of limit':>8s}")
