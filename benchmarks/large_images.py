@@ -1,0 +1,91 @@
+"""Very large images: time per megapixel and peak memory of overlap-tile prediction as the image grows.
+
+    python benchmarks/large_images.py                       # 4096^2, 8192^2, 16384^2
+    python benchmarks/large_images.py --sizes 4096 8192
+
+Each size runs in a fresh process (so its peak RSS is its own): a generated 8-bit gray TIFF (memory-mapped, read
+tile by tile) is segmented by the paper's valid U-Net at reduced width (`--width`, default 8 base channels)
+through `unetkit.predict` with exact overlap-tile prediction, and the mask is written as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+
+def make_checkpoint(folder: Path, width: int) -> Path:
+    from unetkit.config import config_from_dict
+    from unetkit.models.build import build_model
+    from unetkit.train.checkpoint import make_checkpoint as checkpoint_dict
+    from unetkit.train.checkpoint import out_channels, save_checkpoint
+
+    cfg = config_from_dict({"data": {"classes": ["background", "foreground"], "mask": {"encoding": "binary"}},
+                            "model": {"padding": "valid", "base_channels": width}})
+    torch.manual_seed(0)
+    path = folder / "model.pt"
+    save_checkpoint(checkpoint_dict(build_model(cfg.model, 1, out_channels(cfg)), cfg, epoch=0), path)
+    return path
+
+
+def make_image(path: Path, size: int) -> None:
+    """A smooth random pattern written in strips, so generating it never needs the whole image as floats."""
+    image = tifffile.memmap(path, shape=(size, size), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    for top in range(0, size, 1024):
+        rows = min(1024, size - top)
+        image[top : top + rows] = rng.integers(0, 255, (rows, size), dtype=np.uint8)
+    image.flush()
+    del image
+
+
+def run_one(checkpoint: Path, image: Path, out: Path, tile: int) -> None:
+    """Child process: predict one image, print seconds and peak RSS as JSON."""
+    from unetkit import predict
+
+    began = time.perf_counter()
+    predict(checkpoint, [image], out, tile=tile, progress=False)
+    seconds = time.perf_counter() - began
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384])
+    parser.add_argument("--width", type=int, default=8, help="base channels of the valid U-Net")
+    parser.add_argument("--tile", type=int, default=1024, help="output tile size")
+    parser.add_argument("--child", nargs=3, metavar=("CKPT", "IMAGE", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_one(Path(args.child[0]), Path(args.child[1]), Path(args.child[2]), args.tile)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        checkpoint = make_checkpoint(folder, args.width)
+        print(f"{'size':>7s} {'megapixels':>10s} {'seconds':>8s} {'s / MP':>7s} {'peak RSS':>9s}")
+        for size in args.sizes:
+            image = folder / f"gray_{size}.tif"
+            make_image(image, size)
+            result = subprocess.run([sys.executable, __file__, "--tile", str(args.tile), "--child", str(checkpoint),
+                                     str(image), str(folder / f"out_{size}")], capture_output=True, text=True,
+                                    check=True)
+            figures = json.loads(result.stdout.strip().splitlines()[-1])
+            megapixels = size * size / 1e6
+            print(f"{size:7d} {megapixels:10.1f} {figures['seconds']:8.1f} {figures['seconds'] / megapixels:7.3f} "
+                  f"{figures['peak_rss_mb'] / 1024:7.2f} GB", flush=True)
+            image.unlink()
+
+
+if __name__ == "__main__":
+    main()
