@@ -67,8 +67,9 @@ def inference(model: UNet, batch: int, size: int, precision: str, channels_last:
     return flops(run) / seconds / 1e9, batch / seconds
 
 
-def training_step(model: UNet, batch: int, size: int, repeats: int) -> tuple[float, float]:
-    """(GFLOP/s, images/s) of forward + backward + Adam step, fp32 channels-last."""
+def training_step(model: UNet, batch: int, size: int, repeats: int, precision: str = "fp32") -> tuple[float, float]:
+    """(GFLOP/s, images/s) of forward + backward + Adam step, channels-last, fp32 or bf16 autocast."""
+    dtype = torch.bfloat16 if precision == "bf16" else None
     model = model.train().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(batch, model_in(model), size, size).contiguous(memory_format=torch.channels_last)
@@ -77,7 +78,9 @@ def training_step(model: UNet, batch: int, size: int, repeats: int) -> tuple[flo
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), target).backward()
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            logits = model(x)
+        F.cross_entropy(logits.float(), target).backward()
         optimizer.step()
 
     seconds = timed(run, repeats)
@@ -107,9 +110,10 @@ def main() -> None:
             gflops, ips = inference(model, batch, size, precision, cl, args.repeats)
             ref = limit["bf16" if precision == "bf16" else "fp32"]
             print(f"{name:26s} {mode:24s} {gflops:8.1f} {ips:7.2f} {gflops / ref:8.2f}", flush=True)
-        gflops, ips = training_step(model, batch, size, max(1, args.repeats - 1))
-        print(f"{name:26s} {'train step fp32 c-last':24s} {gflops:8.1f} {ips:7.2f} {gflops / limit['fp32']:8.2f}",
-              flush=True)
+        for precision in ("fp32", "bf16"):
+            gflops, ips = training_step(model, batch, size, max(1, args.repeats - 1), precision)
+            print(f"{name:26s} {'train step ' + precision + ' c-last':24s} {gflops:8.1f} {ips:7.2f} "
+                  f"{gflops / limit[precision]:8.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,11 @@ def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths
     palette = {(0, 0, 0), (230, 60, 60), (60, 160, 230)}
     assert {tuple(c) for c in mask.reshape(-1, 3).tolist()} <= palette
 
+
+
+def test_bf16_channels_last_training_learns(tmp_path: Path) -> None:
+    result = train(_synthetic_config(tmp_path, "optim.lr=0.01", "train.bf16=true", "train.channels_last=true"),
+                   progress=False)
+    assert result.history[-1]["train_loss"] < 0.8 * result.history[0]["train_loss"]
+    model, cfg = model_from_checkpoint(load_checkpoint(result.run_dir / "best.pt"))
+    assert cfg.train.bf16 and all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32

@@ -31,7 +31,8 @@ def train_one_epoch(
     device: torch.device,
     num_classes: int,
     *,
-    amp: bool = False,
+    autocast: torch.dtype | None = None,
+    channels_last: bool = False,
     desc: str = "train",
     progress: bool = True,
 ) -> tuple[float, ConfusionMatrix]:
@@ -47,9 +48,11 @@ def train_one_epoch(
     bar = tqdm(loader, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
     for batch in bar:
         images = batch["image"].to(device, non_blocking=True)  # (N, C, H, W)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         masks = batch["mask"].to(device, non_blocking=True)  # (N, H, W)
         weight = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
-        with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             logits = model(images)  # (N, C_out, h, w); h < H for a valid network
             target = center_crop(masks, *logits.shape[-2:])  # (N, h, w): the pixels the output sees
             weight = center_crop(weight, *logits.shape[-2:]) if weight is not None else None

@@ -139,8 +139,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
     optimizer = build_optimizer(cfg.optim, model)
     maximize = cfg.train.monitor == "miou"
     scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.epochs, maximize)
-    use_amp = cfg.train.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    use_amp = cfg.train.amp and device.type == "cuda" and not cfg.train.bf16
+    autocast = torch.bfloat16 if cfg.train.bf16 else (torch.float16 if use_amp else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # bf16 needs no loss scaling
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     start, best_epoch, best = 1, 0, -math.inf if maximize else math.inf
     history: list[dict[str, Any]] = []
     if checkpoint is not None:
@@ -170,9 +173,11 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
         began = time.perf_counter()
         set_encoder_frozen(model, epoch <= cfg.model.freeze_encoder_epochs)
         train_loss, train_cm = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, num_classes,
-                                               amp=use_amp, desc=f"epoch {epoch}/{cfg.train.epochs}",
+                                               autocast=autocast, channels_last=cfg.train.channels_last,
+                                               desc=f"epoch {epoch}/{cfg.train.epochs}",
                                                progress=progress)
-        val = validate(Predictor(model, device, amp=use_amp), val_set, loss_fn, num_classes,
+        val = validate(Predictor(model, device, amp=use_amp, precision="bf16" if cfg.train.bf16 else "fp32",
+                                 channels_last=cfg.train.channels_last), val_set, loss_fn, num_classes,
                        keep_samples=cfg.train.sample_images, progress=progress)
         val_scores = scores(val.confusion.matrix, data.classes)
         score = val_scores["miou"] if maximize else val.loss
