@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
+
 from unetkit import evaluate, load_config, train
 from unetkit.metrics import format_table
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -29,7 +28,7 @@ def main() -> None:
     parser.add_argument("--base-channels", type=int, default=16)
     parser.add_argument("--out", default="runs/bench-camvid")
     args = parser.parse_args()
-    datasets = Path(os.environ.get("UNETKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = DATASETS
     cfg = load_config(ROOT / "configs" / "camvid.yaml", [
         f"data.root={datasets / 'camvid'}", f"train.output_dir={args.out}", "train.run_name=camvid",
         f"train.epochs={args.epochs}", f"train.max_minutes={args.minutes}",

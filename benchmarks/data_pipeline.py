@@ -10,12 +10,11 @@ paper's U-Net (64 base channels) on the same batches, fp32 channels-last. The ta
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
 from torch.utils.data import DataLoader
 
 from unetkit import load_config
@@ -26,8 +25,6 @@ from unetkit.models.build import build_model
 from unetkit.train.loop import center_crop
 from unetkit.train.run import weight_cache
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +32,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=12)
     parser.add_argument("--width", type=int, default=64)
     args = parser.parse_args()
-    datasets = Path(os.environ.get("UNETKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = DATASETS
     cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [
         f"data.root={datasets / 'isbi2012'}", "data.crop_size=572", "data.batch_size=1",
         f"model.base_channels={args.width}", f"data.num_workers={args.workers}"])

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
+
 from unetkit import evaluate, load_config, train
 
-ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "recipe": [],  # valid U-Net + weight map + elastic deformation, as configured
     "no-weight-map": ["loss.terms=[{name: ce}]", "data.weight_map=null"],
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--tta", default="d4", choices=["none", "flips", "d4"])
     parser.add_argument("--out", default="runs/bench-isbi2012")
     args = parser.parse_args()
-    datasets = Path(os.environ.get("UNETKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = DATASETS
     results = {}
     for name in args.only or list(VARIANTS):
         cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
+
+from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
 
 from unetkit import evaluate, load_config, train
 from unetkit.data.io import list_images
 from unetkit.data.patches import make_patches
 from unetkit.infer.ensemble_search import ensemble_command, format_ensemble_report
 
-ROOT = Path(__file__).resolve().parents[1]
 MEMBERS = {"resnet34": "resnet34", "vgg16": "vgg16", "inceptionv3": "tu-inception_v3"}
 VAL_SLICES = ("Sandstone_Versa0100", "Sandstone_Versa0300")
 
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="cosine schedule length (the budget may stop earlier)")
     parser.add_argument("--out", default="runs/bench-sandstone")
     args = parser.parse_args()
-    datasets = Path(os.environ.get("UNETKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = DATASETS
     out = Path(args.out).resolve()
     patches, val = prepare_data(datasets / "sandstone", out)
     best = []

@@ -11,13 +11,12 @@ crops of 256x256 with the same augmentation; images/s over the same number of st
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from itertools import islice
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
 from torch.utils.data import DataLoader
 
 from unetkit import load_config
@@ -28,8 +27,6 @@ from unetkit.losses import build_loss
 from unetkit.models.build import build_model
 from unetkit.train.loop import train_one_epoch
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,7 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
-    datasets = Path(os.environ.get("UNETKIT_DATASETS", ROOT.parent / "shared" / "datasets"))
+    datasets = DATASETS
     cfg = load_config(ROOT / "configs" / "isbi2012.yaml", [
         f"data.root={datasets / 'isbi2012'}", "data.crop_size=256", "data.weight_map=null", "loss.terms=[{name: ce}]",
         "model.padding=same", "model.batch_norm=true", f"model.base_channels={args.width}"])

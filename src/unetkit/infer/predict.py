@@ -14,14 +14,14 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from unetkit.config import Config, InferConfig
-from unetkit.data.io import convert_channels, list_images, write_image, write_mask
+from unetkit.data.io import list_images, write_image, write_mask
 from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Fn, Predictor, configure_speed, predict_whole
-from unetkit.infer.source import make_prepare, open_image
+from unetkit.infer.source import make_prepare, open_image, to_unit
 from unetkit.infer.tiled import Prepare, predict_tiled
 from unetkit.infer.tta import TTA
 from unetkit.runtime import resolve_device
@@ -135,14 +135,8 @@ def predict(
         mask_path = out / f"{path.stem}.png"
         write_mask(mask_path, codec.encode(index))
         if overlays:
-            shown = image if image.dtype == np.float32 else convert_channels(prepare_display(image), 3)
+            shown = to_unit(image, cfg.data.channels)  # (H, W, C) in [0, 1]
             write_image(out / f"{path.stem}_overlay.png", overlay(shown, index, codec.colors()))
         written.append(mask_path)
     return written
 
-
-def prepare_display(raw: np.ndarray) -> np.ndarray:
-    """Raw uint8/uint16 pixels scaled to [0, 1] float32 for drawing overlays."""
-    scale = 255.0 if raw.dtype == np.uint8 else 65535.0
-    image = np.asarray(raw, dtype=np.float32) / scale
-    return image[..., :3] if image.ndim == 3 else image

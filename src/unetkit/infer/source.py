@@ -33,16 +33,22 @@ def open_image(path: Path, channels: int) -> np.ndarray:
     return read_image(path, channels)
 
 
+def to_unit(region: np.ndarray, channels: int) -> np.ndarray:
+    """A region of `open_image`'s array as (h, w, channels) float32 in [0, 1] (raw pixels are scaled by their
+    dtype's range, as `read_image` does; already decoded float images pass through)."""
+    if region.dtype not in _SCALE:
+        return region
+    scaled = np.asarray(region, dtype=np.float32) / _SCALE[region.dtype]
+    scaled = scaled[..., :3] if scaled.ndim == 3 else scaled  # drop alpha
+    return convert_channels(scaled, channels)
+
+
 def make_prepare(cfg: DataConfig) -> Prepare:
     """A function turning a region of `open_image`'s array into a normalized (C, h, w) tensor."""
     normalize = eval_transform(cfg)
 
     def prepare(region: np.ndarray) -> torch.Tensor:
-        if region.dtype in _SCALE:
-            region = region.astype(np.float32) / _SCALE[region.dtype]
-            region = region[..., :3] if region.ndim == 3 else region  # drop alpha
-            region = convert_channels(region, cfg.channels)
-        image = normalize(image=region)["image"]  # (h, w, C)
+        image = normalize(image=to_unit(region, cfg.channels))["image"]  # (h, w, C)
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
     return prepare
