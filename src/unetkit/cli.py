@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from unetkit.errors import UnetkitError
+from unetkit.errors import TrainingStopped, UnetkitError
 
 EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
 EXAMPLES = """examples:
@@ -251,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnetkitError as err:
         print(f"unetkit: error: {err}", file=sys.stderr)
         return 2
+    except TrainingStopped as stopped:
+        print(f"unetkit: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("unetkit: interrupted", file=sys.stderr)
         return 130

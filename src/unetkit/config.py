@@ -170,6 +170,11 @@ class TrainConfig(Strict):
     run_name: str | None = None  # default: config file name + timestamp
     sample_images: int = Field(2, ge=0)  # validation images drawn in samples/epoch_NNN.png
     monitor: Literal["miou", "val_loss"] = "miou"  # decides best.pt
+    checkpoint_every: int | None = Field(None, gt=0)  # also write last.pt every N steps (resume mid-epoch)
+    deterministic: bool = False  # deterministic kernels; with the saved RNG states a resumed run is bitwise identical
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips that step
+    sync_batchnorm: bool = False  # under torchrun: batch-norm statistics over the global batch, not per process
+    dist_timeout_minutes: float = Field(10.0, gt=0)  # under torchrun: a rank silent this long ends the run
 
 
 class InferConfig(Strict):

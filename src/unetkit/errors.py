@@ -8,3 +8,16 @@ one line and exits with status 2. Bugs still raise ordinary exceptions with trac
 
 class UnetkitError(Exception):
     """A problem with the user's data, config, checkpoint or arguments (not a bug in unetkit)."""
+
+
+class TrainingStopped(Exception):
+    """Training ended early on SIGINT or SIGTERM, after saving a checkpoint to resume from.
+
+    Not an error: the CLI prints the message (how to resume) and exits 130 for SIGINT, 143 for SIGTERM, the
+    codes a shell reports for a process ended by those signals.
+    """
+
+    def __init__(self, message: str, signal_name: str) -> None:
+        super().__init__(message)
+        self.signal_name = signal_name
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from unetkit.config import IGNORE_INDEX
+from unetkit.distributed import all_sum
 from unetkit.errors import UnetkitError
 
 
@@ -77,6 +78,18 @@ class ConfusionMatrix:
 
     def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
         return self.merge(other)
+
+    def add_counts(self, counts: Tensor) -> ConfusionMatrix:
+        """Add a raw `(C, C)` count matrix (a saved or received one) and return self."""
+        if tuple(counts.shape) != (self.num_classes, self.num_classes):
+            raise ValueError(f"counts of shape {tuple(counts.shape)} do not fit {self.num_classes} classes")
+        self._counts += counts.to(self._counts.device, torch.int64)
+        return self
+
+    def all_reduce(self) -> ConfusionMatrix:
+        """Sum the counts of every process (exact integers) so each rank holds the whole dataset's matrix."""
+        self._counts = all_sum(self._counts.clone())
+        return self
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

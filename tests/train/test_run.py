@@ -1,6 +1,7 @@
 """End-to-end training: the loss falls, the run folder is complete, and a run resumes where it stopped."""
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,27 +10,12 @@ import torch
 import yaml
 
 from unetkit.config import Config, load_config
-from unetkit.data.synthetic import make_synthetic_dataset
-from unetkit.demo import demo_config
 from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.train.run import train
 
-TINY_MODEL = ["model.depth=2", "model.base_channels=8"]
 
-
-def _synthetic_config(tmp_path: Path, *overrides: str) -> Config:
-    make_synthetic_dataset(tmp_path / "data", n_train=8, n_val=3, size=64, seed=1)
-    cfg = demo_config(tmp_path)
-    tree = cfg.model_dump(mode="json")
-    tree["data"].update(crop_size=64, batch_size=4)
-    tree["train"].update(epochs=4, sample_images=1)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tree))
-    return load_config(path, [*TINY_MODEL, *overrides])
-
-
-def test_synthetic_run_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
-    result = train(_synthetic_config(tmp_path, "optim.lr=0.01"), progress=False)
+def test_synthetic_run_learns_and_writes_the_run_folder(synthetic_config: Callable[..., Config]) -> None:
+    result = train(synthetic_config("optim.lr=0.01"), progress=False)
     history = result.history
     assert len(history) == 4
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
@@ -48,8 +34,8 @@ def test_synthetic_run_learns_and_writes_the_run_folder(tmp_path: Path) -> None:
     assert max(float(r["val_miou"]) for r in rows) == pytest.approx(result.best_score, abs=1e-6)
 
 
-def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
-    cfg = _synthetic_config(tmp_path, "train.epochs=1", "train.run_name=r")
+def test_resume_continues_from_last_checkpoint(synthetic_config: Callable[..., Config]) -> None:
+    cfg = synthetic_config("train.epochs=1", "train.run_name=r")
     first = train(cfg, progress=False)
     weights_after_one = load_checkpoint(first.run_dir / "last.pt")["model"]
     longer = load_config(first.run_dir / "config.yaml", ["train.epochs=2"])
@@ -99,13 +85,14 @@ MODEL_TABLE = {
 
 
 @pytest.mark.parametrize("model", list(MODEL_TABLE))
-def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths(tmp_path: Path, model: str) -> None:
+def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths(
+        tmp_path: Path, model: str, synthetic_config: Callable[..., Config]) -> None:
     from PIL import Image
 
     from unetkit.infer.evaluate import evaluate
     from unetkit.infer.predict import predict
 
-    cfg = _synthetic_config(tmp_path, "train.epochs=1", *MODEL_TABLE[model])
+    cfg = synthetic_config("train.epochs=1", *MODEL_TABLE[model])
     run = train(cfg, progress=False)
     report = evaluate(run.run_dir / "best.pt", split="val", tta="flips", progress=False)
     assert 0.0 <= report["miou"] <= 1.0 and report["images"] == 3
@@ -119,8 +106,8 @@ def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths
 
 
 
-def test_bf16_channels_last_training_learns(tmp_path: Path) -> None:
-    result = train(_synthetic_config(tmp_path, "optim.lr=0.01", "train.bf16=true", "train.channels_last=true"),
+def test_bf16_channels_last_training_learns(synthetic_config: Callable[..., Config]) -> None:
+    result = train(synthetic_config("optim.lr=0.01", "train.bf16=true", "train.channels_last=true"),
                    progress=False)
     assert result.history[-1]["train_loss"] < 0.8 * result.history[0]["train_loss"]
     model, cfg = model_from_checkpoint(load_checkpoint(result.run_dir / "best.pt"))

@@ -11,6 +11,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -18,6 +19,7 @@ from torch.utils.data import Dataset
 from unetkit.config import DataConfig
 from unetkit.data.io import list_images, read_image, read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.sampler import seed_pipeline
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
 
@@ -153,13 +155,19 @@ class FolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs) * self.repeats
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Item `index`; given `(index, seed)` (from EpochSampler) the augmentation is drawn from `seed`."""
+        seed = None
+        if isinstance(index, tuple):
+            index, seed = index
         pair = self.pairs[index % len(self.pairs)]
         image, mask = load_pair(pair, self.channels, self.codec)
         targets = {"image": image, "mask": mask}
         if self.weights is not None:
             targets["weight"] = self.weights.get(pair[1], mask)
         if self.transform is not None:
+            if seed is not None and isinstance(self.transform, A.BaseCompose):
+                seed_pipeline(self.transform, seed)
             targets = self.transform(**targets)
         item = {"image": torch.from_numpy(np.ascontiguousarray(targets["image"].transpose(2, 0, 1), np.float32)),
                 "mask": torch.from_numpy(np.ascontiguousarray(targets["mask"])).long()}

@@ -6,14 +6,14 @@ Run folder layout::
     metrics.csv      one row per epoch: losses, mIoU, pixel accuracy, per-class IoU, learning rate
     curves.png       loss and mIoU per epoch, train against validation
     samples/         epoch_NNN.png: image | truth | prediction for a few validation images
-    last.pt, best.pt checkpoints (best by the monitored validation score)
+    last.pt, best.pt checkpoints (best by the monitored validation score); last.pt also every
+                     train.checkpoint_every steps and on SIGINT/SIGTERM, so a run resumes mid-epoch
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -28,10 +29,11 @@ from unetkit.config import Config, DataConfig, save_config
 from unetkit.data.class_weights import class_pixel_counts, class_weights
 from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
 from unetkit.data.masks import MaskCodec
+from unetkit.data.sampler import EpochSampler, sample_seed, worker_init
 from unetkit.data.transforms import default_augment, eval_transform, train_transform
 from unetkit.data.weightmap import WeightMapCache
-from unetkit.errors import UnetkitError
-from unetkit.infer.pictures import write_evaluation_pictures
+from unetkit.distributed import World, any_rank, broadcast_object, init_distributed, shutdown
+from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.infer.predictor import Predictor
 from unetkit.losses import build_loss
 from unetkit.metrics import scores
@@ -39,9 +41,11 @@ from unetkit.models.build import build_model
 from unetkit.models.encoders import encoder_normalization, set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
 from unetkit.train.checkpoint import load_checkpoint, make_checkpoint, out_channels, save_checkpoint
-from unetkit.train.loop import train_one_epoch, validate
+from unetkit.train.loop import NonFiniteLoss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, step_scheduler
-from unetkit.train.plots import plot_curves, plot_samples
+from unetkit.train.outputs import epoch_row, write_epoch_outputs, write_final_outputs, writing
+from unetkit.train.signals import graceful_stop
+from unetkit.train.state import EpochProgress, rng_state, set_deterministic, set_rng_state
 
 
 @dataclass
@@ -66,15 +70,6 @@ def _new_run_dir(cfg: Config, name: str) -> Path:
     return run_dir
 
 
-def _write_metrics(history: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    tmp.replace(path)
-
-
 def weight_cache(data: DataConfig, num_classes: int) -> WeightMapCache | None:
     """The border weight maps of the paper, computed once per mask, when the config asks for them."""
     wm = data.weight_map
@@ -97,25 +92,48 @@ def _resolve(cfg: Config) -> Config:
     return cfg
 
 
+def _prepare_resume(resume: str | Path) -> dict[str, Any]:
+    """Load a run's last.pt and clear temporary files a killed process may have left beside it."""
+    run_dir = Path(resume)
+    if not run_dir.is_dir():
+        raise UnetkitError(f"--resume {run_dir}: no such run folder")
+    if not (run_dir / "last.pt").is_file():
+        raise UnetkitError(f"--resume {run_dir}: it has no last.pt (the run stopped before its first checkpoint); "
+                           "start the run again without --resume")
+    return load_checkpoint(run_dir / "last.pt")
+
+
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: str = "run",
           progress: bool = True) -> RunResult:
     """Train a U-Net as `cfg` describes, or continue the run in folder `resume` from its `last.pt`.
 
     Every image and mask is read once before the run folder is created, so bad data fails fast and
-    leaves nothing behind.
+    leaves nothing behind. Under torchrun every rank calls this; rank 0 writes the run folder.
     """
-    checkpoint = None
-    if resume is not None:
-        checkpoint = load_checkpoint(Path(resume) / "last.pt")
-        if cfg is None:
-            cfg = Config.model_validate(checkpoint["config"])
+    checkpoint = _prepare_resume(resume) if resume is not None else None
+    if cfg is None and checkpoint is not None:
+        cfg = Config.model_validate(checkpoint["config"])
     if cfg is None:
         raise UnetkitError("train needs a config, or --resume RUN_DIR")
+    if cfg.train.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for reproducible GEMMs
+    world, device_name = init_distributed(cfg.train.device, cfg.train.dist_timeout_minutes)
+    previous = set_deterministic(cfg.train.deterministic)
+    try:
+        return _train(cfg, checkpoint, resume, name, progress and world.main, world, device_name)
+    finally:
+        set_deterministic(previous)
+        shutdown()
+
+
+def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | None, name: str, show: bool,
+           world: World, device_name: str) -> RunResult:
     cfg = _resolve(cfg)
     seed_everything(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(device_name)
     data, num_classes = cfg.data, cfg.data.num_classes
     codec = MaskCodec(data.mask, num_classes)
+    say = tqdm.write if world.main else (lambda _: None)
 
     train_pairs, val_pairs = dataset_pairs(data)
     for pairs in (train_pairs, val_pairs):
@@ -124,16 +142,21 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
         method = cfg.loss.class_weights
         computed = class_weights(class_pixel_counts(train_pairs, codec), method)
         cfg.loss.class_weights = [round(float(w), 6) for w in computed]
-        tqdm.write(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
+        say(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
     model = build_model(cfg.model, data.channels, out_channels(cfg), pretrained=checkpoint is None)
     if not model.is_valid_input(data.crop_size):
         low, high = model.nearest_valid_sizes(data.crop_size)
         fits = f"{low} or {high}" if low is not None else f"{high} or more"
         raise UnetkitError(f"data.crop_size {data.crop_size} does not fit this network; use {fits}")
 
-    run_dir = Path(resume) if resume is not None else _new_run_dir(cfg, name)
-    save_config(cfg, run_dir / "config.yaml")
-    (run_dir / "samples").mkdir(exist_ok=True)
+    run_dir = Path(resume) if resume is not None else (_new_run_dir(cfg, name) if world.main else None)
+    run_dir = Path(str(broadcast_object(str(run_dir))))
+    if world.main:
+        with writing(run_dir / "config.yaml"):
+            save_config(cfg, run_dir / "config.yaml")
+            (run_dir / "samples").mkdir(exist_ok=True)
+            for stale in run_dir.glob(".*.tmp"):  # left by a process killed mid-write
+                stale.unlink()
 
     model.to(device)
     optimizer = build_optimizer(cfg.optim, model)
@@ -144,8 +167,9 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # bf16 needs no loss scaling
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    start, best_epoch, best = 1, 0, -math.inf if maximize else math.inf
+    start, best_epoch, best, global_step = 1, 0, -math.inf if maximize else math.inf, 0
     history: list[dict[str, Any]] = []
+    partial = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -154,71 +178,115 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
         scaler.load_state_dict(checkpoint["scaler"])
         start = checkpoint["epoch"] + 1
         best_epoch, best, history = checkpoint["best_epoch"], checkpoint["best_score"], checkpoint["history"]
-        torch.set_rng_state(checkpoint["rng_torch"])
+        global_step, partial = checkpoint.get("global_step", 0), checkpoint.get("progress")
+    if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
+        seed_everything(sample_seed(cfg.train.seed, world.rank, global_step))
+    elif checkpoint is not None and "rng" in checkpoint:
+        set_rng_state(checkpoint["rng"])
+    net = _parallel(model, cfg, world, device)
 
     weights = weight_cache(data, num_classes)
     train_set = FolderDataset(pairs=train_pairs, channels=data.channels, codec=codec, weights=weights,
                               transform=train_transform(data, model.margin), repeats=data.crops_per_image)
     val_set = FolderDataset(pairs=val_pairs, channels=data.channels, codec=codec, weights=weights,
                             transform=eval_transform(data))
-    loader = DataLoader(train_set, batch_size=data.batch_size, shuffle=True, num_workers=data.num_workers,
-                        persistent_workers=data.num_workers > 0, pin_memory=device.type == "cuda")
+    sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=world.rank,
+                           world_size=world.size)
+    loader = DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+                        persistent_workers=data.num_workers > 0, pin_memory=device.type == "cuda",
+                        worker_init_fn=worker_init, generator=torch.Generator().manual_seed(cfg.train.seed))
     loss_fn = build_loss(cfg.loss, num_classes).to(device)
     colors = codec.colors()
+    predictor = Predictor(model, device, amp=use_amp, precision="bf16" if cfg.train.bf16 else "fp32",
+                          channels_last=cfg.train.channels_last)
+
+    def snapshot(epoch: int, current: EpochProgress | None, val_scores: dict[str, Any] | None) -> dict[str, Any]:
+        return make_checkpoint(
+            model, cfg, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
+            scaler=scaler.state_dict(), epoch=epoch, progress=current.state_dict() if current else None,
+            global_step=global_step, best_epoch=best_epoch, best_score=best, history=history, rng=rng_state(),
+            val_scores=val_scores)
 
     if start > cfg.train.epochs:
-        tqdm.write(f"{run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
+        say(f"{run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
     run_began = time.perf_counter()
-    for epoch in range(start, cfg.train.epochs + 1):
-        began = time.perf_counter()
-        set_encoder_frozen(model, epoch <= cfg.model.freeze_encoder_epochs)
-        train_loss, train_cm = train_one_epoch(model, loader, loss_fn, optimizer, scaler, device, num_classes,
-                                               autocast=autocast, channels_last=cfg.train.channels_last,
-                                               desc=f"epoch {epoch}/{cfg.train.epochs}",
-                                               progress=progress)
-        val = validate(Predictor(model, device, amp=use_amp, precision="bf16" if cfg.train.bf16 else "fp32",
-                                 channels_last=cfg.train.channels_last), val_set, loss_fn, num_classes,
-                       keep_samples=cfg.train.sample_images, progress=progress)
-        val_scores = scores(val.confusion.matrix, data.classes)
-        score = val_scores["miou"] if maximize else val.loss
-        lr = optimizer.param_groups[0]["lr"]
-        step_scheduler(scheduler, score)
-        row: dict[str, Any] = {
-            "epoch": epoch, "train_loss": round(train_loss, 6), "val_loss": round(val.loss, 6),
-            "train_miou": round(scores(train_cm.matrix, data.classes)["miou"], 6),
-            "val_miou": round(val_scores["miou"], 6), "val_pixel_accuracy": round(val_scores["pixel_accuracy"], 6),
-            **{f"val_iou_{c}": _round(val_scores["per_class"][c]["iou"]) for c in data.classes},
-            "lr": lr, "seconds": round(time.perf_counter() - began, 2),
-        }
-        history.append(row)
-        improved = score > best if maximize else score < best
-        if improved:
-            best, best_epoch = score, epoch
-        _write_metrics(history, run_dir / "metrics.csv")
-        plot_curves(history, run_dir / "curves.png")
-        plot_samples(val.samples, colors, data.classes, run_dir / "samples" / f"epoch_{epoch:03d}.png",
-                     title=f"epoch {epoch}: val mIoU {val_scores['miou']:.3f}")
-        state = make_checkpoint(
-            model, cfg, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
-            scaler=scaler.state_dict(), epoch=epoch, best_epoch=best_epoch, best_score=best, history=history,
-            rng_torch=torch.get_rng_state(), val_scores=val_scores)
-        save_checkpoint(state, run_dir / "last.pt")
-        if improved:
-            save_checkpoint(state, run_dir / "best.pt")
-        tqdm.write(f"epoch {epoch}/{cfg.train.epochs}  train loss {train_loss:.4f}  val loss {val.loss:.4f}  "
-                   f"val mIoU {val_scores['miou']:.4f}{'  (best)' if improved else ''}  {row['seconds']:.0f}s")
-        budget = cfg.train.max_minutes
-        if budget is not None and time.perf_counter() - run_began > 60 * budget and epoch < cfg.train.epochs:
-            tqdm.write(f"time budget of {budget} minutes used up after epoch {epoch}")
-            break
-    if history and start <= cfg.train.epochs:  # pictures of the last validation: IoU bars, confusion, samples
-        write_evaluation_pictures(val_scores, val.confusion.matrix.numpy(), data.classes, val.samples, colors,
-                                  run_dir, prefix="val_")
-    (run_dir / "summary.json").write_text(json.dumps(
-        {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history)},
-        indent=2))
+    val, val_scores = None, None
+    every = cfg.train.checkpoint_every
+    with graceful_stop() as stop:
+
+        def after_step(current: EpochProgress) -> None:
+            nonlocal global_step
+            global_step += 1
+            stopping = any_rank(stop.requested)
+            if world.main and (stopping or (every is not None and global_step % every == 0)):
+                save_checkpoint(snapshot(current.epoch - 1, current, None), run_dir / "last.pt")
+            if stopping:
+                raise TrainingStopped(
+                    f"stopped by {stop.signal_name or 'a signal on another rank'} in epoch {current.epoch} after "
+                    f"step {current.steps}; saved {run_dir / 'last.pt'}; continue with: unetkit train --resume "
+                    f"{run_dir}", stop.signal_name or "SIGTERM")
+
+        for epoch in range(start, cfg.train.epochs + 1):
+            began = time.perf_counter()
+            current = EpochProgress(epoch, num_classes, loss_sum=torch.zeros((), device=device))
+            if partial is not None and partial["epoch"] == epoch:
+                current = EpochProgress.from_state(partial, num_classes, device)
+            partial = None
+            sampler.set_epoch(epoch, current.steps)
+            set_encoder_frozen(model, epoch <= cfg.model.freeze_encoder_epochs)
+            try:
+                train_one_epoch(net, loader, loss_fn, optimizer, scaler, device, current, autocast=autocast,
+                                channels_last=cfg.train.channels_last, on_nonfinite=cfg.train.on_nonfinite,
+                                after_step=after_step, total_steps=sampler.batches_per_epoch(),
+                                desc=f"epoch {epoch}/{cfg.train.epochs}", show=show)
+            except NonFiniteLoss as err:
+                kept = (f"{run_dir / 'last.pt'} is kept" if (run_dir / "last.pt").is_file()
+                        else "no checkpoint was written yet")
+                raise UnetkitError(
+                    f"loss became {err.value} in epoch {epoch} at step {err.step} (global step {global_step + 1}); "
+                    f"the weights were not updated and {kept}; lower optim.lr, check the data, or set "
+                    "train.on_nonfinite: skip") from None
+            val = validate(predictor, val_set, loss_fn, num_classes, keep_samples=cfg.train.sample_images,
+                           progress=show, rank=world.rank, world_size=world.size)
+            model.train()
+            val_scores = scores(val.confusion.matrix, data.classes)
+            score = val_scores["miou"] if maximize else val.loss
+            lr = optimizer.param_groups[0]["lr"]
+            step_scheduler(scheduler, score)
+            history.append(epoch_row(current, val, val_scores, data.classes, lr, time.perf_counter() - began))
+            improved = score > best if maximize else score < best
+            if improved:
+                best, best_epoch = score, epoch
+            if world.main:
+                state = snapshot(epoch, None, val_scores)
+                save_checkpoint(state, run_dir / "last.pt")
+                if improved:
+                    save_checkpoint(state, run_dir / "best.pt")
+                write_epoch_outputs(run_dir, history, val, val_scores, colors, data.classes)
+            skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
+            say(f"epoch {epoch}/{cfg.train.epochs}  train loss {current.mean_loss():.4f}  val loss {val.loss:.4f}  "
+                f"val mIoU {val_scores['miou']:.4f}{'  (best)' if improved else ''}  "
+                f"{history[-1]['seconds']:.0f}s{skipped}")
+            if any_rank(stop.requested) and epoch < cfg.train.epochs:
+                raise TrainingStopped(f"stopped by {stop.signal_name or 'a signal on another rank'} after epoch "
+                                      f"{epoch}; saved {run_dir / 'last.pt'}; continue with: unetkit train --resume "
+                                      f"{run_dir}", stop.signal_name or "SIGTERM")
+            budget = cfg.train.max_minutes
+            if budget is not None and time.perf_counter() - run_began > 60 * budget and epoch < cfg.train.epochs:
+                say(f"time budget of {budget} minutes used up after epoch {epoch}")
+                break
+    if world.main:
+        summary = {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history)}
+        write_final_outputs(run_dir, val, val_scores, colors, data.classes, summary)
     return RunResult(run_dir, best_epoch, best, history)
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 6)
+def _parallel(model: nn.Module, cfg: Config, world: World, device: torch.device) -> nn.Module:
+    """The module the training loop calls: the model itself, or under torchrun its DistributedDataParallel wrap
+    (which broadcasts rank 0's weights at construction, so every rank starts equal)."""
+    if not world.distributed:
+        return model
+    if cfg.train.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -1,0 +1,86 @@
+"""What a run writes besides checkpoints: metrics.csv, curves.png, sample pictures and summary.json.
+
+A full disk or a folder that turned read-only must not end a run with a traceback or a half-written file:
+every write goes to a temporary name first (metrics.csv) or is a picture that can be redrawn, and an
+OSError becomes one line that names the file and says the checkpoints are intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unetkit.errors import UnetkitError
+from unetkit.infer.pictures import write_evaluation_pictures
+from unetkit.metrics import scores
+from unetkit.train.loop import Validation
+from unetkit.train.plots import plot_curves, plot_samples
+from unetkit.train.state import EpochProgress
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn a failed write (ENOSPC, EACCES, EROFS, ...) into one line naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise UnetkitError(f"cannot write {path}: {reason}; free space or fix permissions "
+                           "(checkpoints already written are intact)") from None
+
+
+def write_metrics(history: list[dict[str, Any]], path: Path) -> None:
+    """Rewrite metrics.csv atomically: a crash leaves the previous complete file, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with writing(path), open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[-1]))
+            writer.writeheader()
+            writer.writerows(history)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def epoch_row(progress: EpochProgress, val: Validation, val_scores: dict[str, Any], classes: list[str], lr: float,
+              seconds: float) -> dict[str, Any]:
+    """One line of metrics.csv: losses, mIoU, pixel accuracy, per-class IoU, learning rate, skipped steps."""
+    return {
+        "epoch": progress.epoch, "train_loss": round(progress.mean_loss(), 6), "val_loss": round(val.loss, 6),
+        "train_miou": round(scores(progress.confusion.matrix, classes)["miou"], 6),
+        "val_miou": round(val_scores["miou"], 6), "val_pixel_accuracy": round(val_scores["pixel_accuracy"], 6),
+        **{f"val_iou_{c}": _round(val_scores["per_class"][c]["iou"]) for c in classes},
+        "lr": lr, "skipped_steps": progress.skipped, "seconds": round(seconds, 2),
+    }
+
+
+def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Validation, val_scores: dict[str, Any],
+                        colors: np.ndarray, classes: list[str]) -> None:
+    """metrics.csv, curves.png and samples/epoch_NNN.png after an epoch."""
+    write_metrics(history, run_dir / "metrics.csv")
+    epoch = history[-1]["epoch"]
+    with writing(run_dir / "curves.png"):
+        plot_curves(history, run_dir / "curves.png")
+    path = run_dir / "samples" / f"epoch_{epoch:03d}.png"
+    with writing(path):
+        plot_samples(val.samples, colors, classes, path, title=f"epoch {epoch}: val mIoU {val_scores['miou']:.3f}")
+
+
+def write_final_outputs(run_dir: Path, val: Validation | None, val_scores: dict[str, Any] | None, colors: np.ndarray,
+                        classes: list[str], summary: dict[str, Any]) -> None:
+    """Pictures of the last validation (IoU bars, confusion matrix, samples) and summary.json."""
+    with writing(run_dir):
+        if val is not None and val_scores is not None:
+            write_evaluation_pictures(val_scores, val.confusion.matrix.numpy(), classes, val.samples, colors,
+                                      run_dir, prefix="val_")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
