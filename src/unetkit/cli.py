@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from unetkit.distributed import world_from_env
 from unetkit.errors import TrainingStopped, UnetkitError
 
 EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
@@ -29,6 +30,8 @@ def _train(args: argparse.Namespace) -> None:
     source = args.config if args.config is not None else Path(args.resume) / "config.yaml"
     cfg = load_config(source, args.set)
     result = train(cfg, resume=args.resume, name=Path(source).stem, progress=not args.quiet)
+    if not world_from_env().main:  # under torchrun, rank 0 speaks for the run
+        return
     print(f"run folder: {result.run_dir}")
     best = result.run_dir / "best.pt"
     print(f"best epoch {result.best_epoch}: {cfg.train.monitor} {result.best_score:.4f} -> {best}")
@@ -244,15 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_tag() -> str:
+    """`[rank N] ` under torchrun, so a message from one failing process is told apart; empty otherwise."""
+    world = world_from_env()
+    return f"[rank {world.rank}] " if world.distributed else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except UnetkitError as err:
-        print(f"unetkit: error: {err}", file=sys.stderr)
+        print(f"unetkit: error: {_rank_tag()}{err}", file=sys.stderr)
         return 2
     except TrainingStopped as stopped:
-        print(f"unetkit: {stopped}", file=sys.stderr)
+        print(f"unetkit: {_rank_tag()}{stopped}", file=sys.stderr)
         return stopped.exit_code
     except KeyboardInterrupt:
         print("unetkit: interrupted", file=sys.stderr)

@@ -18,8 +18,8 @@ from unetkit.train.run import train
 run_module = importlib.import_module("unetkit.train.run")  # the package re-exports a `train` function
 
 # 8 images, batch 2: 4 steps per epoch; dropout draws from the global generator, so its state must be restored
-RESUMABLE = ["data.batch_size=2", "data.crops_per_image=1", "train.epochs=2", "model.dropout=0.3", "train.deterministic=true",
-             "train.checkpoint_every=3", "optim.lr=0.01"]
+RESUMABLE = ["data.batch_size=2", "data.crops_per_image=1", "train.epochs=2", "model.dropout=0.3",
+             "train.deterministic=true", "train.checkpoint_every=3", "optim.lr=0.01"]
 
 
 def _raise_signal_at_call(monkeypatch: pytest.MonkeyPatch, call: int, sig: int = signal.SIGINT) -> None:

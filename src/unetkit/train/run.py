@@ -131,6 +131,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     cfg = _resolve(cfg)
     seed_everything(cfg.train.seed)
     device = resolve_device(device_name)
+    if world.distributed and cfg.train.sync_batchnorm and device.type != "cuda":
+        raise UnetkitError("train.sync_batchnorm needs CUDA GPUs (PyTorch has no CPU version); set it to false")
     data, num_classes = cfg.data, cfg.data.num_classes
     codec = MaskCodec(data.mask, num_classes)
     say = tqdm.write if world.main else (lambda _: None)
@@ -218,8 +220,10 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
             nonlocal global_step
             global_step += 1
             stopping = any_rank(stop.requested)
-            if world.main and (stopping or (every is not None and global_step % every == 0)):
-                save_checkpoint(snapshot(current.epoch - 1, current, None), run_dir / "last.pt")
+            if stopping or (every is not None and global_step % every == 0):
+                whole = current.reduced() if world.distributed else current  # all ranks' share of the epoch
+                if world.main:
+                    save_checkpoint(snapshot(current.epoch - 1, whole, None), run_dir / "last.pt")
             if stopping:
                 raise TrainingStopped(
                     f"stopped by {stop.signal_name or 'a signal on another rank'} in epoch {current.epoch} after "
@@ -231,6 +235,9 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
             current = EpochProgress(epoch, num_classes, loss_sum=torch.zeros((), device=device))
             if partial is not None and partial["epoch"] == epoch:
                 current = EpochProgress.from_state(partial, num_classes, device)
+                if not world.main:  # the saved sums already cover every rank: count them once, on rank 0
+                    current.loss_sum.zero_()
+                    current.confusion.reset()
             partial = None
             sampler.set_epoch(epoch, current.steps)
             set_encoder_frozen(model, epoch <= cfg.model.freeze_encoder_epochs)
@@ -253,18 +260,20 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
             score = val_scores["miou"] if maximize else val.loss
             lr = optimizer.param_groups[0]["lr"]
             step_scheduler(scheduler, score)
-            history.append(epoch_row(current, val, val_scores, data.classes, lr, time.perf_counter() - began))
+            whole = current.reduced() if world.distributed else current
+            history.append(epoch_row(whole, val, val_scores, data.classes, lr, time.perf_counter() - began))
             improved = score > best if maximize else score < best
             if improved:
                 best, best_epoch = score, epoch
             if world.main:
                 state = snapshot(epoch, None, val_scores)
+                state["val_confusion"] = val.confusion.matrix  # (C, C) over every validation image, all ranks
                 save_checkpoint(state, run_dir / "last.pt")
                 if improved:
                     save_checkpoint(state, run_dir / "best.pt")
                 write_epoch_outputs(run_dir, history, val, val_scores, colors, data.classes)
             skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
-            say(f"epoch {epoch}/{cfg.train.epochs}  train loss {current.mean_loss():.4f}  val loss {val.loss:.4f}  "
+            say(f"epoch {epoch}/{cfg.train.epochs}  train loss {whole.mean_loss():.4f}  val loss {val.loss:.4f}  "
                 f"val mIoU {val_scores['miou']:.4f}{'  (best)' if improved else ''}  "
                 f"{history[-1]['seconds']:.0f}s{skipped}")
             if any_rank(stop.requested) and epoch < cfg.train.epochs:

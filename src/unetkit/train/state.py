@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unetkit.distributed import all_sum
 from unetkit.metrics import ConfusionMatrix
 
 
@@ -41,6 +42,15 @@ class EpochProgress:
 
     def mean_loss(self) -> float:
         return float(self.loss_sum) / max(self.trained, 1)
+
+    def reduced(self) -> EpochProgress:
+        """The whole epoch over all ranks: confusion counts summed, loss averaged over ranks (each rank's loss is
+        a mean over its share of the batch, and the shares are equal). A collective: every rank must call it."""
+        total = EpochProgress(self.epoch, self.num_classes, self.steps, self.skipped)
+        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        total.loss_sum = all_sum(self.loss_sum.detach().clone().double().cpu()) / world
+        total.confusion.add_counts(all_sum(self.confusion.matrix))
+        return total
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "steps": self.steps, "skipped": self.skipped,
