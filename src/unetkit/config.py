@@ -165,6 +165,7 @@ class TrainConfig(Strict):
     amp: bool = True  # fp16 mixed precision on CUDA (with gradient scaling); CPU runs in fp32 unless bf16
     bf16: bool = False  # bf16 autocast instead (CPUs with AVX-512 bf16 / AMX, recent GPUs): ~2x conv speed on such CPUs
     channels_last: bool = False  # NHWC activations: faster convolutions with oneDNN / cuDNN
+    compile: bool = False  # torch.compile the network: slow first steps (compiling), faster after
     seed: int = 0
     output_dir: str = "runs"
     run_name: str | None = None  # default: config file name + timestamp

@@ -112,3 +112,13 @@ def test_bf16_channels_last_training_learns(synthetic_config: Callable[..., Conf
     assert result.history[-1]["train_loss"] < 0.8 * result.history[0]["train_loss"]
     model, cfg = model_from_checkpoint(load_checkpoint(result.run_dir / "best.pt"))
     assert cfg.train.bf16 and all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
+def test_compiled_training_matches_eager(synthetic_config: Callable[..., Config]) -> None:
+    common = ["train.epochs=1", "data.crops_per_image=1", "model.batch_norm=false", "train.sample_images=0"]
+    eager = train(synthetic_config(*common, "train.run_name=eager"), progress=False)
+    compiled = train(synthetic_config(*common, "train.run_name=compiled", "train.compile=true"), progress=False)
+    a, b = (load_checkpoint(r.run_dir / "last.pt")["model"] for r in (eager, compiled))
+    assert a.keys() == b.keys()  # the compiled wrapper's names (`_orig_mod.`) never reach the checkpoint
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4, msg=name)

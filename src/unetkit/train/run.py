@@ -293,6 +293,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
 def _parallel(model: nn.Module, cfg: Config, world: World, device: torch.device) -> nn.Module:
     """The module the training loop calls: the model itself, or under torchrun its DistributedDataParallel wrap
     (which broadcasts rank 0's weights at construction, so every rank starts equal)."""
+    if cfg.train.compile:
+        model = torch.compile(model)  # shares the parameters: checkpoints still save the plain module's weights
     if not world.distributed:
         return model
     if cfg.train.sync_batchnorm:
