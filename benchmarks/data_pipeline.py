@@ -23,7 +23,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import train_transform
 from unetkit.models.build import build_model
 from unetkit.train.loop import center_crop
-from unetkit.train.run import weight_cache
+from unetkit.train.setup import weight_cache
 
 
 def main() -> None:

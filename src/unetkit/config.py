@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from unetkit.errors import UnetkitError
 
@@ -71,6 +71,8 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of train files held out when no val folders
     split_seed: int = 0  # makes that split deterministic
     channels: Literal[1, 3] = 1  # 1 = gray, 3 = RGB; images are converted on read
+    # larger images are refused (a tiny compressed file can unpack to gigabytes); None = no limit
+    max_image_pixels: int | None = Field(1_073_741_824, gt=0)
     classes: list[str] = Field(default_factory=lambda: ["background", "foreground"], min_length=2)
     mask: MaskConfig = Field(default_factory=MaskConfig)
     crop_size: int = Field(256, gt=0)  # training input size (random crops); valid U-Nets need a valid size
@@ -189,6 +191,15 @@ class InferConfig(Strict):
     em_scores: bool = False  # also report ISBI 2012 EM scores (binary: class 1 = boundary)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: CPUs with AVX-512 bf16 / AMX, GPUs; fp16: GPUs
     channels_last: bool = False  # NHWC activations, faster convolutions on most CPUs and GPUs
+    compile: bool = False  # torch.compile the network (static tile shapes; the first tiles wait for compilation)
+
+    @field_validator("overlap")
+    @classmethod
+    def _overlap_below_tile(cls, overlap: int | None, info: ValidationInfo) -> int | None:
+        tile = info.data.get("tile")  # absent when the tile itself was invalid
+        if overlap is not None and tile is not None and overlap >= tile:
+            raise ValueError(f"overlap {overlap} must be smaller than the tile {tile}")
+        return overlap
 
     def overlap_for(self, margin: int) -> int:
         if self.overlap is not None:
@@ -291,7 +302,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
-            raise UnetkitError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UnetkitError(f"{path}: not valid YAML{where} ({problem})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise UnetkitError(f"{path}: the top level must be a mapping of sections (data, model, ...)")
         tree = loaded or {}

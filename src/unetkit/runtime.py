@@ -17,7 +17,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UnetkitError(f"train.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UnetkitError(f"device {name!r} (train.device or --device) is not a device; use auto, cpu, cuda or cuda:N"
+                           ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UnetkitError(f"device {name!r} asked for, but no CUDA GPU is visible; use auto or cpu")
     return device

@@ -144,7 +144,7 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
     with pytest.raises(UnetkitError, match="2 weight.*1 member"):
         load_ensemble(tmp_path / "bad_weights.pt")
     torch.save({**contents, "members": [{"format": "something else"}]}, tmp_path / "bad_members.pt")
-    with pytest.raises(UnetkitError, match="not unetkit checkpoints"):
+    with pytest.raises(UnetkitError, match=r"member 1\) is not a unetkit checkpoint"):
         load_ensemble(tmp_path / "bad_members.pt")
 
 

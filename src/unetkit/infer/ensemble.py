@@ -19,11 +19,16 @@ from typing import Any
 
 import torch
 
-from unetkit.config import Config
+from unetkit.config import Config, config_from_dict
 from unetkit.errors import UnetkitError
 from unetkit.infer.predictor import Fn, Predictor
-from unetkit.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from unetkit.train.checkpoint import (
+    check_checkpoint,
+    load_checkpoint,
+    load_torch_file,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 
 FORMAT = "unetkit-ensemble"
 VERSION = 1
@@ -52,7 +57,7 @@ def normalize_weights(weights: Sequence[float], count: int, source: str = "ensem
     if len(values) != count:
         raise UnetkitError(f"{source}: {len(values)} weight(s) for {count} member(s); give one weight per member")
     if any(not math.isfinite(w) or w < 0 for w in values):
-        raise UnetkitError(f"{source}: weights must be non-negative numbers, got {values}")
+        raise UnetkitError(f"{source}: weights must be finite, non-negative numbers, got {values}")
     total = sum(values)
     if total <= 0:
         raise UnetkitError(f"{source}: all weights are 0; give at least one positive weight")
@@ -134,21 +139,27 @@ def load_members(checkpoints: Sequence[dict[str, Any]], sources: Sequence[str], 
     """Member predictors taking [0, 1] input, and the ensemble's config; members must agree on classes
     (names and order) and input channels."""
     members: list[Normalized] = []
-    first: Config | None = None
+    configs: list[Config] = []
     for checkpoint, source in zip(checkpoints, sources, strict=True):
         model, cfg = model_from_checkpoint(checkpoint, source)
-        if first is None:
-            first = cfg
-        elif cfg.data.classes != first.data.classes:
+        configs.append(cfg)
+        check_compatible(configs, sources)
+        members.append(Normalized(Predictor(model, device), cfg.data.mean, cfg.data.std))
+    if not configs:
+        raise UnetkitError("an ensemble needs at least one member checkpoint")
+    return members, ensemble_config(configs[0])
+
+
+def check_compatible(configs: Sequence[Config], sources: Sequence[str]) -> None:
+    """Members must predict the same classes in the same order from images of the same channel count."""
+    first = configs[0]
+    for cfg, source in zip(configs[1:], sources[1:], strict=False):
+        if cfg.data.classes != first.data.classes:
             raise UnetkitError(f"{source}: classes {cfg.data.classes} differ from {first.data.classes} of "
                                f"{sources[0]}; ensemble members must predict the same classes in the same order")
-        elif cfg.data.channels != first.data.channels:
+        if cfg.data.channels != first.data.channels:
             raise UnetkitError(f"{source}: reads images with {cfg.data.channels} channel(s) but {sources[0]} with "
                                f"{first.data.channels}; ensemble members must take the same input channels")
-        members.append(Normalized(Predictor(model, device), cfg.data.mean, cfg.data.std))
-    if first is None:
-        raise UnetkitError("an ensemble needs at least one member checkpoint")
-    return members, ensemble_config(first)
 
 
 def write_ensemble(path: str | Path, checkpoints: Sequence[dict[str, Any]], sources: Sequence[str],
@@ -174,25 +185,24 @@ def _is_number(value: object) -> bool:
 
 
 def load_ensemble(path: str | Path) -> dict[str, Any]:
-    """Load and check an ensemble file: format marker, member checkpoints, one usable weight per member."""
+    """Load and check an ensemble file before anything is built from it: format marker, members that are
+    complete unetkit checkpoints with valid configs agreeing on classes and channels, and one finite,
+    non-negative weight per member (not all 0). Like a checkpoint, the file is loaded without running any
+    code from it (`load_torch_file`)."""
     path = Path(path)
-    if not path.is_file():
-        raise UnetkitError(f"ensemble file {path} does not exist")
-    try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a foreign file fails inside the unpickler in many ways; all mean the same
-        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
-        raise UnetkitError(f"{path} is not a unetkit ensemble (cannot load it: {reason})") from None
+    contents = load_torch_file(path, "unetkit ensemble")
     if not isinstance(contents, dict) or contents.get("format") != FORMAT:
         raise UnetkitError(f"{path} is not a unetkit ensemble (no '{FORMAT}' marker); "
                            "write one with `unetkit ensemble` or save_ensemble")
     if not _is_number(contents.get("version")) or contents["version"] > VERSION:
         raise UnetkitError(f"{path} was written by a newer unetkit (format {contents.get('version')}); upgrade")
     members = contents.get("members")
-    if not isinstance(members, list) or not members or not all(
-            isinstance(m, dict) and m.get("format") == CHECKPOINT_FORMAT and "config" in m and "model" in m
-            for m in members):
-        raise UnetkitError(f"{path}: its members are not unetkit checkpoints; write the ensemble again")
+    if not isinstance(members, list) or not members:
+        raise UnetkitError(f"{path}: it holds no member checkpoints; write the ensemble again")
+    labels = [f"{path} (member {i + 1})" for i in range(len(members))]
+    configs = [config_from_dict(check_checkpoint(m, label)["config"], label) for m, label in zip(members, labels,
+                                                                                              strict=True)]
+    check_compatible(configs, labels)
     weights = contents.get("weights")
     if not isinstance(weights, list) or not all(_is_number(w) for w in weights):
         raise UnetkitError(f"{path}: 'weights' must be a list of numbers, got {weights!r}; write the ensemble again")
@@ -207,8 +217,8 @@ def file_format(path: str | Path) -> str | None:
     loader that is then tried.
     """
     try:
-        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # not a (zip) torch file: the real loader reports it
+        contents = load_torch_file(path, mmap=True)
+    except UnetkitError:  # not a (zip) torch file, or one that asks to run code: the real loader reports it
         return None
     return contents.get("format") if isinstance(contents, dict) else None
 

@@ -1,10 +1,12 @@
 """Run an exported ONNX model with onnxruntime, as a link of the inference chain.
 
 An ONNX file written by `unetkit.export` maps normalized `(N, C, H, W)` input to logits and carries the
-resolved config in its metadata. `OnnxPredictor` turns the logits into probabilities with the same
-`to_probabilities` as the PyTorch `Predictor`, and takes its geometry (`margin`, `stride`, the size rule)
-from the network the config describes, built on the meta device: no weights are allocated, the size rule is
-the very code the checkpoint used. A model exported with a fixed tile accepts that one input size only,
+resolved config in its metadata. A file is checked before onnxruntime sees it (`check_onnx_model`): the
+ONNX checker, our metadata, one 4-D float input with the config's channel count and one output.
+`OnnxPredictor` turns the logits into probabilities with the same `to_probabilities` as the PyTorch
+`Predictor`, and takes its geometry (`margin`, `stride`, the size rule) from the network the config
+describes, built on the meta device: no weights are allocated, the size rule is the very code the
+checkpoint used. A model exported with a fixed tile accepts that one input size only,
 and its geometry says so, so whole-image and tiled prediction pick that size.
 
 onnxruntime is an optional dependency, imported only when an ONNX file is loaded.
@@ -133,22 +135,77 @@ def providers(device: str = "auto") -> list[Any]:
     return [("CUDAExecutionProvider", {"device_id": chosen.index or 0}), "CPUExecutionProvider"]
 
 
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+
+
+def _tensor_shape(value: Any) -> tuple[int, list[int | str]] | None:
+    """(element type, dims: sizes, or names for dynamic ones) of a graph input/output; None for a non-tensor."""
+    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param or "?" for d in value.type.tensor_type.shape.dim]
+    return value.type.tensor_type.elem_type, dims
+
+
+def check_onnx_model(model: Any, source: str) -> tuple[Config, int, int | None]:
+    """Check a loaded `onnx.ModelProto` without running it, and read its unetkit metadata.
+
+    Refused with one line each: a model the ONNX checker rejects, weights stored in other files (unetkit
+    keeps them inside; a file naming other paths is not ours), a missing or damaged unetkit marker, and
+    anything but one `(N, C, H, W)` float input with the config's channel count and one 4-D float output.
+    """
+    onnx = require("onnx")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # ValidationError, or a protobuf error on a malformed model
+        raise UnetkitError(f"{source} is not a valid ONNX model ({_first_line(err)}); "
+                           "export one with `unetkit export`") from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise UnetkitError(f"{source} keeps weights in other files, which unetkit exports never do; "
+                           "export the checkpoint again")
+    cfg, out_channels, input_size = read_metadata({p.key: p.value for p in model.metadata_props}, source)
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in weights]
+    outputs = list(model.graph.output)
+    expected = {"input": (inputs, cfg.data.channels), "output": (outputs, out_channels)}
+    for role, (values, channels) in expected.items():
+        shapes = [_tensor_shape(v) for v in values]
+        if len(values) != 1 or shapes[0] is None:
+            raise UnetkitError(f"{source} has {len(values)} {role}(s); a unetkit model has one (N, C, H, W) "
+                               f"tensor {role}; export the checkpoint again")
+        elem, dims = shapes[0]
+        if elem != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1] != channels:
+            shown = "x".join(map(str, dims))
+            kind = onnx.TensorProto.DataType.Name(elem).lower()
+            raise UnetkitError(f"{source}: its {role} is {kind} {shown}, but its config asks for float "
+                               f"(N, {channels}, H, W); export the checkpoint again")
+    return cfg, out_channels, input_size
+
+
 def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxPredictor, Config]:
-    """The predictor for an ONNX file exported by unetkit, and the config to prepare its input with."""
+    """The predictor for an ONNX file exported by unetkit, and the config to prepare its input with.
+
+    The file is read once and checked (`check_onnx_model`); onnxruntime then gets those very bytes.
+    """
     path = Path(path)
     if not path.is_file():
         raise UnetkitError(f"ONNX model {path} does not exist")
+    onnx = require("onnx")
     ort = require("onnxruntime")
+    try:
+        model = onnx.load_from_string(path.read_bytes())
+    except Exception as err:  # protobuf reports a foreign or truncated file with several exception types
+        raise UnetkitError(f"{path} is not a readable ONNX model ({_first_line(err)}); "
+                           "export one with `unetkit export`") from None
+    cfg, out_channels, input_size = check_onnx_model(model, str(path))
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider fallbacks are not the user's concern
     chosen = providers(device)
     try:
-        session = ort.InferenceSession(str(path), options, providers=chosen)
-    except Exception as err:  # onnxruntime reports a foreign or truncated file with several exception types
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
-        raise UnetkitError(f"{path} is not a readable ONNX model ({reason}); export one with `unetkit export`"
-                           ) from None
-    cfg, out_channels, input_size = read_metadata(dict(session.get_modelmeta().custom_metadata_map), str(path))
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=chosen)
+    except Exception as err:  # e.g. an operator this onnxruntime does not implement
+        raise UnetkitError(f"{path}: onnxruntime cannot run it ({_first_line(err)}); export it with another "
+                           "--opset or update onnxruntime") from None
     with torch.device("meta"):  # the size rule needs the module, not its weights
         net = build_model(cfg.model, cfg.data.channels, out_channels, pretrained=False)
     return OnnxPredictor(session, net, input_size, str(path)), cfg

@@ -16,7 +16,6 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +24,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unetkit.config import Config, DataConfig, save_config
+from unetkit.config import Config, save_config
 from unetkit.data.class_weights import class_pixel_counts, class_weights
 from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
+from unetkit.data.io import set_pixel_limit
 from unetkit.data.masks import MaskCodec
 from unetkit.data.sampler import EpochSampler, sample_seed, worker_init
-from unetkit.data.transforms import default_augment, eval_transform, train_transform
-from unetkit.data.weightmap import WeightMapCache
+from unetkit.data.transforms import eval_transform, train_transform
 from unetkit.distributed import World, any_rank, broadcast_object, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.infer.predictor import Predictor
 from unetkit.losses import build_loss
 from unetkit.metrics import scores
 from unetkit.models.build import build_model
-from unetkit.models.encoders import encoder_normalization, set_encoder_frozen
+from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
-from unetkit.train.checkpoint import load_checkpoint, make_checkpoint, out_channels, save_checkpoint
+from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.train.loop import NonFiniteLoss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, step_scheduler
 from unetkit.train.outputs import epoch_row, write_epoch_outputs, write_final_outputs, writing
+from unetkit.train.setup import new_run_dir, resolve_config, resume_checkpoint, weight_cache
 from unetkit.train.signals import graceful_stop
 from unetkit.train.state import EpochProgress, rng_state, set_deterministic, set_rng_state
 
@@ -56,53 +56,6 @@ class RunResult:
     history: list[dict[str, Any]]
 
 
-def _new_run_dir(cfg: Config, name: str) -> Path:
-    base = Path(cfg.train.output_dir)
-    stem = cfg.train.run_name or f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir, n = base / stem, 1
-    while run_dir.exists() and any(run_dir.iterdir()):  # never mix two runs in one folder
-        n += 1
-        run_dir = base / f"{stem}-{n}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UnetkitError(f"cannot create run folder {run_dir}: {err.strerror}; set train.output_dir") from None
-    return run_dir
-
-
-def weight_cache(data: DataConfig, num_classes: int) -> WeightMapCache | None:
-    """The border weight maps of the paper, computed once per mask, when the config asks for them."""
-    wm = data.weight_map
-    if wm is None:
-        return None
-    return WeightMapCache(object_classes=wm.object_classes, num_classes=num_classes, w0=wm.w0, sigma=wm.sigma,
-                          class_balance=wm.class_balance, cache_dir=wm.cache_dir)
-
-
-def _resolve(cfg: Config) -> Config:
-    """Fill in what the config leaves to defaults, so config.yaml records exactly what ran."""
-    cfg = cfg.model_copy(deep=True)
-    if cfg.data.augment is None:
-        cfg.data.augment = default_augment()
-    if cfg.model.name == "encoder_unet" and not {"mean", "std"} & cfg.data.model_fields_set:
-        # a pretrained encoder expects its own input normalization, unless the config sets one explicitly
-        norm = encoder_normalization(cfg.model.encoder, cfg.model.encoder_weights, cfg.data.channels)
-        if norm is not None:
-            cfg.data.mean, cfg.data.std = norm
-    return cfg
-
-
-def _prepare_resume(resume: str | Path) -> dict[str, Any]:
-    """Load a run's last.pt and clear temporary files a killed process may have left beside it."""
-    run_dir = Path(resume)
-    if not run_dir.is_dir():
-        raise UnetkitError(f"--resume {run_dir}: no such run folder")
-    if not (run_dir / "last.pt").is_file():
-        raise UnetkitError(f"--resume {run_dir}: it has no last.pt (the run stopped before its first checkpoint); "
-                           "start the run again without --resume")
-    return load_checkpoint(run_dir / "last.pt")
-
-
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: str = "run",
           progress: bool = True) -> RunResult:
     """Train a U-Net as `cfg` describes, or continue the run in folder `resume` from its `last.pt`.
@@ -110,7 +63,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
     Every image and mask is read once before the run folder is created, so bad data fails fast and
     leaves nothing behind. Under torchrun every rank calls this; rank 0 writes the run folder.
     """
-    checkpoint = _prepare_resume(resume) if resume is not None else None
+    checkpoint = resume_checkpoint(resume) if resume is not None else None
     if cfg is None and checkpoint is not None:
         cfg = Config.model_validate(checkpoint["config"])
     if cfg is None:
@@ -128,7 +81,7 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
 
 def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | None, name: str, show: bool,
            world: World, device_name: str) -> RunResult:
-    cfg = _resolve(cfg)
+    cfg = resolve_config(cfg)
     seed_everything(cfg.train.seed)
     device = resolve_device(device_name)
     if world.distributed and cfg.train.sync_batchnorm and device.type != "cuda":
@@ -137,6 +90,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     codec = MaskCodec(data.mask, num_classes)
     say = tqdm.write if world.main else (lambda _: None)
 
+    set_pixel_limit(data.max_image_pixels)
     train_pairs, val_pairs = dataset_pairs(data)
     for pairs in (train_pairs, val_pairs):
         scan_pairs(pairs, data.channels, codec)
@@ -151,7 +105,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         fits = f"{low} or {high}" if low is not None else f"{high} or more"
         raise UnetkitError(f"data.crop_size {data.crop_size} does not fit this network; use {fits}")
 
-    run_dir = Path(resume) if resume is not None else (_new_run_dir(cfg, name) if world.main else None)
+    run_dir = Path(resume) if resume is not None else (new_run_dir(cfg, name) if world.main else None)
     run_dir = Path(str(broadcast_object(str(run_dir))))
     if world.main:
         with writing(run_dir / "config.yaml"):
@@ -181,6 +135,11 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         start = checkpoint["epoch"] + 1
         best_epoch, best, history = checkpoint["best_epoch"], checkpoint["best_score"], checkpoint["history"]
         global_step, partial = checkpoint.get("global_step", 0), checkpoint.get("progress")
+        if partial is not None and checkpoint.get("world_size", 1) != world.size:
+            say(f"the run was saved mid-epoch by {checkpoint.get('world_size', 1)} process(es), now there are "
+                f"{world.size}: epoch {partial['epoch']} starts again from its beginning")
+            global_step -= partial["steps"]
+            partial = None
     if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
         seed_everything(sample_seed(cfg.train.seed, world.rank, global_step))
     elif checkpoint is not None and "rng" in checkpoint:
@@ -206,8 +165,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         return make_checkpoint(
             model, cfg, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
             scaler=scaler.state_dict(), epoch=epoch, progress=current.state_dict() if current else None,
-            global_step=global_step, best_epoch=best_epoch, best_score=best, history=history, rng=rng_state(),
-            val_scores=val_scores)
+            global_step=global_step, world_size=world.size, best_epoch=best_epoch, best_score=best, history=history,
+            rng=rng_state(), val_scores=val_scores)
 
     if start > cfg.train.epochs:
         say(f"{run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
