@@ -129,3 +129,32 @@ def test_sigterm_to_torchrun_stops_every_rank_with_a_checkpoint(tmp_path: Path,
     assert "continue with: unetkit train --resume" in err
     saved = load_checkpoint(run_dir / "last.pt")
     assert saved["epoch"] < 20
+
+
+def test_evaluate_and_predict_under_torchrun_share_the_files_and_match_one_process(
+        tmp_path: Path, synthetic_config: Callable[..., Config]) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from unetkit.infer.evaluate import evaluate
+    from unetkit.infer.predict import predict
+
+    run = train(synthetic_config("train.epochs=1", "train.run_name=e"), progress=False)
+    best = run.run_dir / "best.pt"
+    single = evaluate(best, split="val", output=tmp_path / "one.json", progress=False)
+    done = _run(["evaluate", str(best), "--split", "val", "-o", str(tmp_path / "two.json"), "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("mIoU") == 1  # rank 0 alone prints the table
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["confusion_matrix"] == single["confusion_matrix"] and two["images"] == 3
+    assert sum(map(sum, two["confusion_matrix"])) == 3 * 64 * 64  # 3 images on 2 ranks, each counted once
+
+    images = tmp_path / "data" / "val" / "images"
+    one_masks = predict(best, [images], tmp_path / "one", progress=False)
+    done = _run(["predict", str(best), str(images), "-o", str(tmp_path / "two"), "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 mask(s) written" in done.stdout
+    for path in one_masks:
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "two" / path.name)))

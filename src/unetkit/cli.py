@@ -44,8 +44,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluate(args.checkpoint, args.data, split=args.split, images=args.images, masks=args.masks,
                       output=args.output,
                       tile=args.tile, overlap=args.overlap, tta=args.tta, em_scores=args.em or None,
-                      precision=args.precision, channels_last=args.channels_last or None, device=args.device,
+                      precision=args.precision, channels_last=args.channels_last or None, compile=args.compile or None,
+                      device=args.device,
                       progress=not args.quiet)
+    if not world_from_env().main:  # under torchrun, rank 0 reports
+        return
     print(format_table(report))
     if "em_scores" in report:
         print("EM scores (ISBI 2012, mean over images): "
@@ -54,13 +57,19 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from unetkit.infer.predict import predict
+    from unetkit.infer.predict import existing_masks, predict
 
-    written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay,
+    kept = [] if args.overwrite else existing_masks(args.inputs, args.output)
+    written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay, overwrite=args.overwrite,
                       probabilities=args.probabilities, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                      precision=args.precision, channels_last=args.channels_last or None, device=args.device,
+                      precision=args.precision, channels_last=args.channels_last or None, compile=args.compile or None,
+                      device=args.device,
                       progress=not args.quiet)
+    if not world_from_env().main:  # under torchrun, rank 0 reports
+        return
     print(f"{len(written)} mask(s) written to {args.output}")
+    if kept:
+        print(f"{len(kept)} image(s) already had a mask there, kept as it was; --overwrite predicts them again")
 
 
 def _weightmap(args: argparse.Namespace) -> None:
@@ -80,7 +89,10 @@ def _weightmap(args: argparse.Namespace) -> None:
 def _ensemble(args: argparse.Namespace) -> None:
     from unetkit.infer.ensemble_search import ensemble_command, format_ensemble_report
 
-    weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    try:
+        weights = [float(w) for w in args.weights.split(",")] if args.weights else None
+    except ValueError:
+        raise UnetkitError(f"--weights {args.weights!r}: give numbers separated by commas, e.g. 1,2") from None
     report = ensemble_command(args.checkpoints, args.data, split=args.split, images=args.images, masks=args.masks,
                               weights=weights, search=args.search, output=args.output, grid_step=args.grid_step,
                               tile=args.tile, overlap=args.overlap, tta=args.tta, device=args.device,
@@ -161,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (not an input folder)")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (class colours on the image)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy (K, H, W) float16")
+    p.add_argument("--overwrite", action="store_true",
+                   help="predict images whose mask is already in the output folder again (default: keep it)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("ensemble", help="combine checkpoints into a weighted ensemble (optionally search weights)",
@@ -244,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
                            help="bf16 autocast (CPUs with AVX-512 bf16/AMX, GPUs) or fp16 (GPUs); default fp32")
             p.add_argument("--channels-last", action="store_true", help="NHWC activations (faster convolutions)")
+            p.add_argument("--compile", action="store_true",
+                           help="torch.compile the network (faster tiles after a slow first batch)")
     return parser
 
 

@@ -8,6 +8,8 @@ averages the gradients, so all ranks hold the same weights. Everything here is a
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -98,3 +100,15 @@ def broadcast_object(value: object) -> object:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+@contextmanager
+def distributed_session(device_name: str, timeout_minutes: float = 10.0) -> Iterator[tuple[World, str]]:
+    """`init_distributed` for the length of a `with` block; the process group is left as found."""
+    joined = not dist.is_initialized()
+    world, device_name = init_distributed(device_name, timeout_minutes)
+    try:
+        yield world, device_name
+    finally:
+        if joined:
+            shutdown()

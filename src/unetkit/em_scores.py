@@ -40,7 +40,9 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+import torch
 
+from unetkit.distributed import all_sum
 from unetkit.errors import UnetkitError
 
 
@@ -209,6 +211,14 @@ class EMScoreAccumulator:
             for key, value in em_scores(gt_slice, pred_slice).as_dict().items():
                 self._sums[key] += value
             self._slices += 1
+
+    def all_reduce(self) -> EMScoreAccumulator:
+        """Add up the sums and slice counts of every process, so each rank holds the whole set's mean."""
+        totals = torch.tensor([*self._sums.values(), float(self._slices)], dtype=torch.float64)
+        totals = all_sum(totals)
+        self._sums = dict(zip(self._sums, totals[:-1].tolist(), strict=True))
+        self._slices = int(totals[-1])
+        return self
 
     def result(self) -> EMScores:
         """Scores averaged over the slices seen so far."""

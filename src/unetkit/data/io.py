@@ -10,12 +10,18 @@ leaves a half-written mask that a later run would read as data.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import numpy as np
+import png
 import tifffile
 from PIL import Image
 
@@ -23,6 +29,36 @@ from unetkit.errors import UnetkitError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _TIFF = (".tif", ".tiff")
+DEFAULT_MAX_PIXELS = 1_073_741_824  # 1 gigapixel, the default of data.max_image_pixels
+_max_pixels: int | None = DEFAULT_MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = _max_pixels  # Pillow's own guard agrees with ours from the start (see set_pixel_limit)
+
+
+def set_pixel_limit(pixels: int | None) -> int | None:
+    """Refuse images of more than `pixels` pixels from now on (None: no limit); returns the previous limit.
+
+    A small compressed file can declare a huge size (a decompression bomb) and would be decoded into memory
+    before anything looked at it, so every reader here checks the size in the file's header first: Pillow's
+    `Image.MAX_IMAGE_PIXELS` (set here too) and tifffile's page shape. The limit is process-wide, like
+    Pillow's: call this with `data.max_image_pixels` wherever a config is applied.
+    """
+    global _max_pixels
+    if pixels is not None and pixels <= 0:
+        raise ValueError(f"the pixel limit must be positive or None, got {pixels}")
+    previous, _max_pixels = _max_pixels, pixels
+    Image.MAX_IMAGE_PIXELS = pixels
+    return previous
+
+
+def _too_large(path: Path, size: str) -> UnetkitError:
+    return UnetkitError(f"{path}: image of {size} pixels is over the limit of {_max_pixels:,} (data.max_image_pixels, "
+                        "a guard against decompression bombs); raise data.max_image_pixels if you trust the file")
+
+
+def check_pixel_limit(path: Path, width: int, height: int) -> None:
+    """Raise `UnetkitError` naming the file when a `width` x `height` image is over the limit."""
+    if _max_pixels is not None and width * height > _max_pixels:
+        raise _too_large(path, f"{width}x{height} = {width * height:,}")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -39,7 +75,10 @@ def list_images(folder: Path) -> list[Path]:
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not files:
-        raise UnetkitError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the data paths")
+        nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        hint = (f"subfolders such as {nested[0]}/ are not searched: name the folder that holds the files" if nested
+                else "check the data paths")
+        raise UnetkitError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); {hint}")
     return files
 
 
@@ -62,11 +101,28 @@ def _load(path: Path, as_image: bool) -> np.ndarray:
     # errors, tifffile's own), and each one means the same thing here: the file is not a usable image.
     try:
         if path.suffix.lower() in _TIFF:
-            array = _planar_to_last(tifffile.imread(path, key=0))
+            with tifffile.TiffFile(path) as tif:
+                if not tif.pages:
+                    raise _unreadable(path, "a TIFF header but no image in it: damaged or cut short")
+                page = tif.pages[0]  # its size comes from the header; nothing is decoded yet
+                check_pixel_limit(path, page.imagewidth, page.imagelength * page.imagedepth)
+                array = _planar_to_last(tif.asarray(key=0))
         else:
-            with Image.open(path) as img:
+            with warnings.catch_warnings():
+                # Pillow warns between the limit and twice it (and refuses beyond); ours refuses at the limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                opened = Image.open(path)
+            with opened as img:
+                check_pixel_limit(path, img.width, img.height)
                 img.load()  # Pillow decodes lazily; force it so truncation is caught here
                 array = np.asarray(_normalise_mode(img, as_image))
+    except UnetkitError:
+        raise
+    except Image.UnidentifiedImageError:  # its own message repeats the path
+        raise _unreadable(path, "not a PNG, JPEG or BMP image, or a damaged one") from None
+    except Image.DecompressionBombError as err:  # more than twice the limit: refused by Pillow itself
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise _too_large(path, f"{int(found.group(1)):,}" if found else "more") from None
     except Exception as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise _unreadable(path, reason) from None
@@ -169,21 +225,15 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def _atomic_write(path: Path, array: np.ndarray) -> None:
-    """Write via a temporary file in the same folder and `os.replace`, so readers never see half a file."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".png", ".bmp", ".jpg", ".jpeg", *_TIFF):
-        raise UnetkitError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .tif")
+@contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """A temporary file in `path`'s folder that replaces `path` when the block succeeds and is deleted when it
+    fails, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        if suffix in _TIFF:
-            tifffile.imwrite(tmp, array, photometric="rgb" if array.ndim == 3 else "minisblack")
-        else:
-            fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
-            Image.fromarray(array).save(tmp, format=fmt)
+        yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
@@ -191,18 +241,71 @@ def _atomic_write(path: Path, array: np.ndarray) -> None:
         raise
 
 
-def write_mask(path: Path, array: np.ndarray) -> None:
-    """Write a mask losslessly: `(H, W)` uint8/uint16 or `(H, W, 3)` uint8, as PNG or TIFF."""
+def _atomic_write(path: Path, array: np.ndarray) -> None:
+    """Write `array` as an image file via `_replacing`."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".bmp", ".jpg", ".jpeg", *_TIFF):
+        raise UnetkitError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .tif")
+    with _replacing(path) as tmp:
+        if suffix in _TIFF:
+            tifffile.imwrite(tmp, array, photometric="rgb" if array.ndim == 3 else "minisblack")
+        else:
+            fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
+            Image.fromarray(array).save(tmp, format=fmt)
+
+
+def _check_mask(array: np.ndarray) -> None:
     gray = array.ndim == 2 and array.dtype in (np.uint8, np.uint16)
     rgb = array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8
     if not (gray or rgb):
         raise ValueError(f"mask must be (H, W) uint8/uint16 or (H, W, 3) uint8, got {array.shape} {array.dtype}")
+
+
+def write_mask(path: Path, array: np.ndarray) -> None:
+    """Write a mask losslessly: `(H, W)` uint8/uint16 or `(H, W, 3)` uint8, as PNG or TIFF."""
+    path = Path(path)
+    _check_mask(array)
     if path.suffix.lower() in (".jpg", ".jpeg"):
         raise UnetkitError(f"{path}: JPEG is lossy and would change mask values; write masks as .png or .tif")
     if array.dtype == np.uint16 and path.suffix.lower() == ".bmp":
         raise UnetkitError(f"{path}: BMP cannot hold 16-bit masks; use .png or .tif")
     _atomic_write(path, np.ascontiguousarray(array))
+
+
+def write_mask_rows(path: Path, height: int, bands: Iterable[np.ndarray]) -> None:
+    """Write a PNG mask from consecutive row bands, so the whole mask never has to exist in memory.
+
+    `bands` yields `(rows, W)` uint8/uint16 or `(rows, W, 3)` uint8 arrays, top to bottom, `height` rows in
+    all. The file holds what `write_mask` writes for their concatenation: same size, colour type (gray or RGB),
+    bit depth and pixels; only the compressed bytes may differ. Rows are compressed as they arrive (pypng).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: masks are written band by band only as .png")
+    bands = iter(bands)
+    first = next(bands, None)
+    if first is None:
+        raise ValueError(f"{path}: no rows to write")
+    _check_mask(first)
+    big_endian = first.dtype.newbyteorder(">")  # PNG stores 16-bit samples most significant byte first
+    written = 0
+
+    def packed_rows() -> Iterator[bytes]:
+        nonlocal written
+        for band in itertools.chain([first], bands):
+            if band.shape[1:] != first.shape[1:] or band.dtype != first.dtype:
+                raise ValueError(f"{path}: band {band.shape} {band.dtype} does not continue {first.shape} "
+                                 f"{first.dtype}")
+            written += len(band)
+            yield from (row.tobytes() for row in band.astype(big_endian, copy=False))
+
+    writer = png.Writer(first.shape[1], height, greyscale=first.ndim == 2, bitdepth=8 * first.dtype.itemsize)
+    with _replacing(path) as tmp:
+        with open(tmp, "wb") as file:
+            writer.write_packed(file, packed_rows())
+        if written != height:
+            raise ValueError(f"{path}: {written} rows were written for a height of {height}")
 
 
 def write_image(path: Path, array: np.ndarray) -> None:

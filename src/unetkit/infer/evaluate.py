@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 from unetkit.config import Config
 from unetkit.data.dataset import Pair, dataset_pairs, load_pair, pair_files, test_pairs
+from unetkit.data.io import set_pixel_limit
 from unetkit.data.masks import MaskCodec
+from unetkit.distributed import distributed_session
 from unetkit.em_scores import EMScoreAccumulator
 from unetkit.errors import UnetkitError
 from unetkit.infer.pictures import write_evaluation_pictures
@@ -64,6 +66,7 @@ def evaluate(
     em_scores: bool | None = None,
     precision: str | None = None,
     channels_last: bool | None = None,
+    compile: bool | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -73,40 +76,50 @@ def evaluate(
     (background included, ignored pixels excluded), plus the confusion matrix. With `em_scores` (binary
     boundary data, class 1 = boundary) it adds the ISBI 2012 scores: pixel error, Rand error, V_rand,
     V_info, averaged over images. Default JSON path: `evaluation_<folder name>.json` next to the checkpoint.
+    Under torchrun the images are shared out between the processes and rank 0 writes the report.
     """
-    predictor, cfg = load_predictor(checkpoint, device)
-    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, em_scores=em_scores, precision=precision,
-                           channels_last=channels_last)
-    if infer.em_scores and cfg.data.num_classes != 2:
-        raise UnetkitError(f"EM scores need a binary boundary model; this one has {cfg.data.num_classes} classes")
-    fn = build_chain(predictor, infer)
-    prepare = make_prepare(cfg.data)
-    pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
-    confusion = ConfusionMatrix(cfg.data.num_classes)
-    em = EMScoreAccumulator() if infer.em_scores else None
-    samples = []
-    for pair in tqdm(pairs, desc="evaluate", disable=not progress, dynamic_ncols=True):
-        image, mask = load_pair(pair, cfg.data.channels, codec)
-        pred = segment(fn, image, prepare, infer)  # (H, W) uint8
-        if len(samples) < 3:
-            samples.append((image.transpose(2, 0, 1), mask, pred))
-        confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+    with distributed_session(device) as (world, device):
+        predictor, cfg = load_predictor(checkpoint, device)
+        set_pixel_limit(cfg.data.max_image_pixels)
+        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, em_scores=em_scores, precision=precision,
+                               channels_last=channels_last, compile=compile)
+        if infer.em_scores and cfg.data.num_classes != 2:
+            raise UnetkitError("EM scores need a binary boundary model; "
+                               f"this one has {cfg.data.num_classes} classes")
+        fn = build_chain(predictor, infer)
+        prepare = make_prepare(cfg.data)
+        pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
+        confusion = ConfusionMatrix(cfg.data.num_classes)
+        em = EMScoreAccumulator() if infer.em_scores else None
+        samples = []
+        shard = pairs[world.rank :: world.size]  # under torchrun each rank scores every N-th image
+        for pair in tqdm(shard, desc="evaluate", disable=not (progress and world.main), dynamic_ncols=True):
+            image, mask = load_pair(pair, cfg.data.channels, codec)
+            pred = segment(fn, image, prepare, infer)  # (H, W) uint8
+            if len(samples) < 3:
+                samples.append((image.transpose(2, 0, 1), mask, pred))
+            confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+            if em is not None:
+                em.update(mask == 1, pred == 1)
+        confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
         if em is not None:
-            em.update(mask == 1, pred == 1)
-    report = scores(confusion.matrix, cfg.data.classes)
-    name = split if split else Path(data or images or ".").resolve().name
-    if em is not None:
-        report["em_scores"] = em.result().as_dict()
-    report.update(checkpoint=str(checkpoint), data=str(data) if data else name, images=len(pairs), tta=infer.tta,
-                  confusion_matrix=confusion.matrix.tolist())
-    out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
-    try:
-        out.write_text(json.dumps(report, indent=2))
-        pictures = write_evaluation_pictures(report, confusion.matrix.numpy(), cfg.data.classes, samples,
-                                             codec.colors(), out.parent, prefix=f"{out.stem}_")
-    except OSError as err:
-        raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
-    report["json"] = str(out)
-    report["pictures"] = [str(p) for p in pictures]
-    return report
+            em.all_reduce()
+        report = scores(confusion.matrix, cfg.data.classes)
+        name = split if split else Path(data or images or ".").resolve().name
+        if em is not None:
+            report["em_scores"] = em.result().as_dict()
+        report.update(checkpoint=str(checkpoint), data=str(data) if data else name, images=len(pairs),
+                      tta=infer.tta, confusion_matrix=confusion.matrix.tolist())
+        out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
+        report["json"] = str(out)
+        if not world.main:  # rank 0 writes the report
+            return report
+        try:
+            out.write_text(json.dumps(report, indent=2))
+            pictures = write_evaluation_pictures(report, confusion.matrix.numpy(), cfg.data.classes, samples,
+                                                 codec.colors(), out.parent, prefix=f"{out.stem}_")
+        except OSError as err:
+            raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
+        report["pictures"] = [str(p) for p in pictures]
+        return report
 

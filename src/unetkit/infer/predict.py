@@ -7,6 +7,9 @@ palette stays a palette), optionally `NAME_overlay.png` (class colours over the 
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +17,16 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from unetkit.config import Config, InferConfig
-from unetkit.data.io import list_images, write_image, write_mask
+from unetkit.data.io import list_images, set_pixel_limit, write_image, write_mask_rows
 from unetkit.data.masks import MaskCodec
+from unetkit.distributed import barrier, distributed_session
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Fn, Predictor, configure_speed, predict_whole
 from unetkit.infer.source import make_prepare, open_image, to_unit
-from unetkit.infer.tiled import Prepare, predict_tiled
+from unetkit.infer.tiled import Prepare, index_bands
 from unetkit.infer.tta import TTA
 from unetkit.runtime import resolve_device
 from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
@@ -45,7 +49,7 @@ def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Co
 
 def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
     """Compose the inference callables: predictor (with its speed options), then test-time augmentation."""
-    configure_speed(predictor, infer.precision, infer.channels_last)
+    configure_speed(predictor, infer.precision, infer.channels_last, infer.compile)
     return TTA(predictor, infer.tta) if infer.tta != "none" else predictor
 
 
@@ -59,18 +63,38 @@ def infer_settings(cfg: Config, **flags: object) -> InferConfig:
         raise UnetkitError(f"invalid inference option: {problems}") from None
 
 
-def segment(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
-            probabilities: np.ndarray | None = None) -> np.ndarray:
-    """(H, W[, C]) image -> (H, W) uint8 class indices; one pass when it fits in one tile, else tiled."""
+def segment_bands(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
+                  probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
+    it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish."""
     height, width = image.shape[:2]
     if max(height, width) <= infer.tile:
         probs = predict_whole(fn, prepare(np.asarray(image))[None])[0]  # (K, H, W)
         if probabilities is not None:
             probabilities[:] = probs.numpy().astype(probabilities.dtype)
-        return probs.argmax(0).numpy().astype(np.uint8)
+        yield 0, probs.argmax(0).numpy().astype(np.uint8)
+        return
     overlap = infer.overlap_for(fn.margin)
-    return predict_tiled(fn, image, prepare, tile=infer.tile, overlap=overlap, blend=infer.blend,
-                         batch_size=infer.batch_size, probabilities=probabilities)
+    yield from index_bands(fn, image, prepare, tile=infer.tile, overlap=overlap, blend=infer.blend,
+                           batch_size=infer.batch_size, probabilities=probabilities)
+
+
+def segment(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
+            probabilities: np.ndarray | None = None) -> np.ndarray:
+    """(H, W[, C]) image -> (H, W) uint8 class indices (all of `segment_bands`)."""
+    index = np.empty(image.shape[:2], np.uint8)
+    for top, rows in segment_bands(fn, image, prepare, infer, probabilities):
+        index[top : top + len(rows)] = rows
+    return index
+
+
+def _encoded(bands: Iterator[tuple[int, np.ndarray]], codec: MaskCodec, keep: np.ndarray | None
+             ) -> Iterator[np.ndarray]:
+    """The bands' class indices in the dataset's encoding; copied into `keep` (H, W) when given (overlays)."""
+    for top, rows in bands:
+        if keep is not None:
+            keep[top : top + len(rows)] = rows
+        yield codec.encode(rows)
 
 
 def collect_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -89,6 +113,53 @@ def collect_inputs(inputs: list[str | Path]) -> list[Path]:
     return unique
 
 
+def existing_masks(inputs: list[str | Path], output_dir: str | Path) -> list[Path]:
+    """The inputs whose mask `NAME.png` is already in `output_dir`: `predict` keeps them unless told to overwrite."""
+    out = Path(output_dir)
+    return [f for f in collect_inputs(inputs) if (out / f"{f.stem}.png").exists()]
+
+
+def prepare_outputs(files: list[Path], output_dir: Path, overwrite: bool = False) -> list[Path]:
+    """Check and create the output folder before any work; returns the inputs still to predict.
+
+    Refused: an output folder holding inputs, two inputs with one name, an output file that is an input
+    (the same path, or a link to it), a folder that cannot be written. Inputs whose mask exists are skipped
+    unless `overwrite`, so an interrupted or repeated run does not redo finished images.
+    """
+    out = Path(output_dir)
+    if any(out.resolve() == f.parent for f in files):
+        raise UnetkitError(f"output folder {out} holds input images; choose another -o so no input is overwritten")
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        clash = sorted({s for s in stems if stems.count(s) > 1})[:3]
+        raise UnetkitError(f"inputs share the names {', '.join(clash)}; their masks would overwrite each other")
+    inputs = {_identity(f): f for f in files}
+    for f in files:
+        for target in (out / f"{f.stem}.png", out / f"{f.stem}_overlay.png", out / f"{f.stem}_probs.npy"):
+            same = inputs.get(_identity(target))
+            if same is not None:
+                raise UnetkitError(f"output {target} is the input image {same}; choose another -o")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".unetkit-", suffix=".tmp", dir=out)  # fail now, not after the work
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UnetkitError(f"cannot write to output folder {out}: {err.strerror or err}; choose another -o") from None
+    if overwrite:
+        return files
+    return [f for f in files if not (out / f"{f.stem}.png").exists()]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file `path` leads to (links followed: a link to an input is that input)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def predict(
     checkpoint: str | Path,
     inputs: list[str | Path],
@@ -101,42 +172,58 @@ def predict(
     tta: str | None = None,
     precision: str | None = None,
     channels_last: bool | None = None,
+    compile: bool | None = None,
     device: str = "auto",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Predict every input image and write its mask (and extras) to `output_dir`; returns the mask paths."""
-    predictor, cfg = load_predictor(checkpoint, device)
-    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, precision=precision, channels_last=channels_last)
-    fn = build_chain(predictor, infer)
-    prepare = make_prepare(cfg.data)
-    codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
-    files = collect_inputs(inputs)
-    out = Path(output_dir)
-    if any(out.resolve() == f.parent for f in files):
-        raise UnetkitError(f"output folder {out} holds input images; choose another -o so no input is overwritten")
-    stems = [f.stem for f in files]
-    if len(set(stems)) != len(stems):
-        clash = sorted({s for s in stems if stems.count(s) > 1})[:3]
-        raise UnetkitError(f"inputs share the names {', '.join(clash)}; their masks would overwrite each other")
+    """Predict every input image and write its mask (and extras) to `output_dir`; returns the mask paths.
+
+    Inputs whose mask is already in `output_dir` are kept as they are unless `overwrite` (`existing_masks`
+    lists them). Images over the checkpoint config's `data.max_image_pixels` are refused. Under torchrun the
+    images are shared out between the processes; every rank returns the paths of all masks.
+    """
+    with distributed_session(device) as (world, device):
+        predictor, cfg = load_predictor(checkpoint, device)
+        set_pixel_limit(cfg.data.max_image_pixels)
+        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, precision=precision,
+                               channels_last=channels_last, compile=compile)
+        fn = build_chain(predictor, infer)
+        prepare = make_prepare(cfg.data)
+        codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
+        out = Path(output_dir)
+        files = prepare_outputs(collect_inputs(inputs), out, overwrite)
+        barrier()  # every rank lists the work before any rank writes, so all agree on which masks to keep
+        shard = files[world.rank :: world.size]  # under torchrun each rank predicts every N-th image
+        for path in tqdm(shard, desc="predict", disable=not (progress and world.main), dynamic_ncols=True):
+            _predict_one(fn, path, out, cfg, infer, prepare, codec, overlays, probabilities)
+        barrier()  # every shard is written before any rank reports
+        return [out / f"{path.stem}.png" for path in files]
+
+
+def _predict_one(fn: Fn, path: Path, out: Path, cfg: Config, infer: InferConfig, prepare: Prepare, codec: MaskCodec,
+                 overlays: bool, probabilities: bool) -> None:
+    """Write `NAME.png` (and with the options `NAME_probs.npy`, `NAME_overlay.png`) for one image; a failed write
+    (full disk, read-only folder) ends with one line and leaves no half-written probabilities behind."""
+    image = open_image(path, cfg.data.channels)  # (H, W[, C]), possibly memory-mapped
+    probs_path = out / f"{path.stem}_probs.npy"
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UnetkitError(f"cannot create output folder {out}: {err.strerror}") from None
-    written = []
-    for path in tqdm(files, desc="predict", disable=not progress, dynamic_ncols=True):
-        image = open_image(path, cfg.data.channels)  # (H, W[, C]), possibly memory-mapped
         probs = None
         if probabilities:
             shape = (cfg.data.num_classes, *image.shape[:2])
-            probs = np.lib.format.open_memmap(out / f"{path.stem}_probs.npy", mode="w+", dtype=np.float16, shape=shape)
-        index = segment(fn, image, prepare, infer, probs)
+            probs = np.lib.format.open_memmap(probs_path, mode="w+", dtype=np.float16, shape=shape)
+        # the mask is encoded and written band by band; the whole index map is kept only for an overlay
+        index = np.empty(image.shape[:2], np.uint8) if overlays else None
+        bands = segment_bands(fn, image, prepare, infer, probs)
+        write_mask_rows(out / f"{path.stem}.png", image.shape[0], _encoded(bands, codec, index))
         if probs is not None:
             probs.flush()
-        mask_path = out / f"{path.stem}.png"
-        write_mask(mask_path, codec.encode(index))
-        if overlays:
+        if index is not None:
             shown = to_unit(image, cfg.data.channels)  # (H, W, C) in [0, 1]
             write_image(out / f"{path.stem}_overlay.png", overlay(shown, index, codec.colors()))
-        written.append(mask_path)
-    return written
+    except OSError as err:
+        if probabilities:
+            probs_path.unlink(missing_ok=True)
+        raise UnetkitError(f"cannot write the outputs of {path.name} to {out}: {err.strerror or err}; "
+                           "free space or choose another -o (masks already written are complete)") from None
 

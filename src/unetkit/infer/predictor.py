@@ -69,24 +69,29 @@ class Predictor:
     """A network ready for inference: eval mode, device, optional autocast; returns probabilities on the CPU.
 
     `precision` bf16 (CPUs with AVX-512 bf16 or AMX, and GPUs) or fp16 (GPUs) runs the convolutions under
-    autocast; `channels_last` stores activations NHWC, which oneDNN and cuDNN convolve faster.
+    autocast; `channels_last` stores activations NHWC, which oneDNN and cuDNN convolve faster. `compile` runs
+    the network through `torch.compile` (static shapes: tiles all have one size). Compiling takes a while on
+    the first call and again for every new input shape, so a batch smaller than the largest one seen for its
+    tile size (the last tiles of a row) is padded with zeros to that size and the compiled graph is reused.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, amp: bool = False, precision: Precision = "fp32",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False) -> None:
         self.model = model.to(device).eval()
         self.device = device
         self.amp = amp and device.type == "cuda"
         self.dtype: torch.dtype | None = None
         self.channels_last = False
-        self.configure(precision, channels_last)
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._batches: dict[tuple[int, ...], int] = {}  # (C, h, w) -> largest batch the compiled graph has run
+        self.configure(precision, channels_last, compile)
         self.margin: int = model.margin
         self.stride: int = 2**model.depth
         self.output_size = model.output_size
         self.input_size_for = model.input_size_for
         self.is_valid_input = model.is_valid_input
 
-    def configure(self, precision: Precision = "fp32", channels_last: bool = False) -> None:
+    def configure(self, precision: Precision = "fp32", channels_last: bool = False, compile: bool = False) -> None:
         """Choose the speed options (see the class docstring); fp16 needs a GPU."""
         if precision == "fp16" and self.device.type != "cuda":
             raise UnetkitError("precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
@@ -95,15 +100,24 @@ class Predictor:
             self.dtype = torch.float16
         self.channels_last = channels_last
         self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        self.compiled = torch.compile(self.model, dynamic=False) if compile else None  # compiles on first call
+        self._batches = {}
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) valid input -> (N, C_out, h', w') float32 logits, on the model's device."""
         x = x.to(self.device, non_blocking=True)
+        n = x.shape[0]
+        if self.compiled is not None:
+            batch = self._batches.setdefault(tuple(x.shape[1:]), n)
+            if n < batch:
+                x = torch.cat([x, x.new_zeros(batch - n, *x.shape[1:])])  # eval mode: samples do not interact
+            self._batches[tuple(x.shape[1:])] = max(batch, n)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        net = self.model if self.compiled is None else self.compiled
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            return self.model(x).float()
+            return net(x)[:n].float()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return to_probabilities(self.logits(x)).cpu()
@@ -112,13 +126,13 @@ class Predictor:
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def configure_speed(fn: object, precision: Precision, channels_last: bool) -> None:
+def configure_speed(fn: object, precision: Precision, channels_last: bool, compile: bool = False) -> None:
     """Apply the speed options to every Predictor inside a chain (TTA, normalization and ensemble wrappers)."""
     if isinstance(fn, Predictor):
-        fn.configure(precision, channels_last)
+        fn.configure(precision, channels_last, compile)
     for inner in [getattr(fn, "fn", None), *getattr(fn, "members", [])]:
         if inner is not None:
-            configure_speed(inner, precision, channels_last)
+            configure_speed(inner, precision, channels_last, compile)
 
 
 @torch.inference_mode()

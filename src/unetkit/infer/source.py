@@ -13,7 +13,7 @@ import tifffile
 import torch
 
 from unetkit.config import DataConfig
-from unetkit.data.io import convert_channels, read_image
+from unetkit.data.io import check_pixel_limit, convert_channels, read_image
 from unetkit.data.transforms import eval_transform
 from unetkit.infer.tiled import Prepare
 
@@ -21,7 +21,10 @@ _SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
 
 def open_image(path: Path, channels: int) -> np.ndarray:
-    """(H, W[, C]) pixels: a raw uint8/uint16 memory map for plain TIFFs, else (H, W, channels) float32 in [0, 1]."""
+    """(H, W[, C]) pixels: a raw uint8/uint16 memory map for plain TIFFs, else (H, W, channels) float32 in [0, 1].
+
+    Either way an image over the pixel limit (`unetkit.data.io.set_pixel_limit`) is refused, naming the file.
+    """
     if Path(path).suffix.lower() in (".tif", ".tiff"):
         try:
             mapped = tifffile.memmap(path, mode="r")
@@ -29,6 +32,7 @@ def open_image(path: Path, channels: int) -> np.ndarray:
             mapped = None
         if mapped is not None and mapped.dtype in _SCALE and (mapped.ndim == 2 or mapped.ndim == 3
                                                               and mapped.shape[2] in (1, 3, 4)):
+            check_pixel_limit(path, mapped.shape[1], mapped.shape[0])
             return mapped
     return read_image(path, channels)
 

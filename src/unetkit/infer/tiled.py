@@ -1,8 +1,9 @@
 """Overlap-tile prediction over images of any size with bounded memory.
 
 Tiles are processed one row of tiles at a time. The image is only read region by region (a memory-mapped
-TIFF stays on disk), the blended probabilities are kept for one band of rows, and every finished row is
-turned into class indices at once (arg-max per band), so memory grows with the image width, not its area.
+TIFF stays on disk: its pages are dropped after each row of tiles), the blended probabilities are kept for
+one band of rows, and finished rows are handed on in small pieces (`index_bands`), so a caller can encode
+and write them at once: memory grows with the image width, not its area.
 
 For the valid network with `overlap=0` this is the paper's overlap-tile strategy: output tiles sit side by
 side on the network's pooling grid, each input tile carries `margin` pixels of (mirrored, at the border)
@@ -12,22 +13,112 @@ neighbouring outputs are blended with a window that trusts tile centres most (fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from unetkit.infer.predictor import Fn
-from unetkit.infer.tiling import blend_window, read_region, tile_starts
+from unetkit.infer.tiling import blend_window, read_region, release_pages, tile_starts
+
+# Finished rows are handed on in pieces of about this many pixels, so the arg-max (int64) and a caller's
+# encoding of them stay a few tens of MB whatever the image width.
+CHUNK_PIXELS = 1 << 21
+# At most this many input pixels go through the network at once. A pass over more is no faster on CPUs (one
+# ~1000^2 tile already keeps every core busy; smaller passes stay in cache) while its activations are the
+# largest memory cost of prediction, so large tiles go fewer at a time than `batch_size` (1024^2: one by one).
+PASS_PIXELS = 1 << 21
 
 Prepare = Callable[[np.ndarray], torch.Tensor]  # raw (h, w, C) region -> normalized (C, h, w) float32 tensor
 
 
 def tile_geometry(fn: Fn, tile: int) -> tuple[int, int]:
-    """(input size, output size) of the tiles for a requested output tile size (rounded up to fit the network)."""
-    size_in = fn.input_size_for(tile)
+    """(input size, output size) of the tiles for a requested output tile size (rounded up to fit the network).
+
+    Exact tiling steps along the pooling grid, so an output tile is at least one stride: a valid depth-3 U-Net's
+    smallest output (4 pixels) asked for with --tile 4 becomes 12, not tiles 8 pixels apart with gaps between.
+    """
+    size_in = fn.input_size_for(max(tile, fn.stride))
     return size_in, fn.output_size(size_in)
+
+
+def probability_bands(
+    fn: Fn,
+    image: np.ndarray,
+    prepare: Prepare,
+    *,
+    tile: int = 512,
+    overlap: int = 0,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    progress: bool = False,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Blended probabilities of an (H, W, C) image, top to bottom: `(top, (K, rows, W) float32)` pieces.
+
+    `fn` maps (N, C, h, w) normalized tiles to (N, K, h - 2*margin, w - 2*margin) probabilities; it gets at
+    most `batch_size` tiles and `PASS_PIXELS` input pixels at a time. Each piece is a new tensor (the caller
+    may keep it); consecutive pieces cover rows 0..H-1 exactly once.
+    """
+    height, width = image.shape[:2]
+    size_in, size_out = tile_geometry(fn, tile)
+    if overlap >= size_out:
+        raise ValueError(f"overlap {overlap} must be smaller than the output tile {size_out}")
+    ys = tile_starts(height, size_out, overlap, fn.stride)
+    xs = tile_starts(width, size_out, overlap, fn.stride)
+    window = torch.from_numpy(blend_window(size_out, blend if overlap else "constant"))  # (t, t)
+    acc: torch.Tensor | None = None  # (K, t, W + t): probabilities of rows [top, top + t), weighted
+    weight = torch.zeros(size_out, width + size_out)
+    chunk = max(1, CHUNK_PIXELS // width)
+    batch_size = max(1, min(batch_size, PASS_PIXELS // size_in**2))
+    bar = tqdm(total=len(ys) * len(xs), desc="tiles", leave=False, disable=not progress, dynamic_ncols=True)
+    for row, y in enumerate(ys):
+        for first in range(0, len(xs), batch_size):
+            batch_x = xs[first : first + batch_size]
+            tiles = [prepare(read_region(image, y - fn.margin, x - fn.margin, size_in, size_in)) for x in batch_x]
+            out = fn(torch.stack(tiles)).float()  # (B, K, t, t)
+            if acc is None:
+                acc = torch.zeros(out.shape[1], size_out, width + size_out)
+            for x, probs in zip(batch_x, out, strict=True):
+                acc[:, :, x : x + size_out] += probs * window
+                weight[:, x : x + size_out] += window
+            bar.update(len(batch_x))
+        release_pages(image)  # the next row of tiles reads only `2 * margin` of these rows again
+        # rows above the next tile row are final: hand them on, then move the rest up
+        done = min((ys[row + 1] if row + 1 < len(ys) else height) - y, height - y)
+        for a in range(0, done, chunk):
+            b = min(done, a + chunk)
+            yield y + a, acc[:, a:b, :width] / weight[a:b, :width]
+        rest = size_out - done
+        acc[:, :rest] = acc[:, done:].clone()
+        acc[:, rest:] = 0
+        weight[:rest] = weight[done:].clone()
+        weight[rest:] = 0
+    bar.close()
+
+
+def index_bands(
+    fn: Fn,
+    image: np.ndarray,
+    prepare: Prepare,
+    *,
+    tile: int = 512,
+    overlap: int = 0,
+    blend: str = "gaussian",
+    batch_size: int = 4,
+    probabilities: np.ndarray | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Class indices of an (H, W, C) image, top to bottom: `(top, (rows, W) uint8)` pieces (see
+    `probability_bands`). When `probabilities` is given (a (K, H, W) array, e.g. a memory-mapped .npy), the
+    blended probabilities are written into it as rows finish.
+    """
+    for top, probs in probability_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend,
+                                        batch_size=batch_size, progress=progress):
+        if probabilities is not None:
+            probabilities[:, top : top + probs.shape[1]] = probs.numpy().astype(probabilities.dtype)
+            release_pages(probabilities)  # written pages stay in the file cache until saved
+        yield top, probs.argmax(0).to(torch.uint8).numpy()
 
 
 def predict_tiled(
@@ -42,41 +133,9 @@ def predict_tiled(
     probabilities: np.ndarray | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Segment an (H, W, C) image tile by tile; returns (H, W) uint8 class indices.
-
-    `fn` maps (N, C, h, w) normalized tiles to (N, K, h - 2*margin, w - 2*margin) probabilities. When
-    `probabilities` is given (a (K, H, W) array, e.g. a memory-mapped .npy), the blended probabilities are
-    written into it as rows finish.
-    """
-    height, width = image.shape[:2]
-    size_in, size_out = tile_geometry(fn, tile)
-    if overlap >= size_out:
-        raise ValueError(f"overlap {overlap} must be smaller than the output tile {size_out}")
-    ys = tile_starts(height, size_out, overlap, fn.stride)
-    xs = tile_starts(width, size_out, overlap, fn.stride)
-    window = torch.from_numpy(blend_window(size_out, blend if overlap else "constant"))  # (t, t)
-    index = np.zeros((height, width), np.uint8)
-    acc: torch.Tensor | None = None  # (K, t, W + t): probabilities of rows [top, top + t), weighted
-    weight = torch.zeros(size_out, width + size_out)
-    bar = tqdm(total=len(ys) * len(xs), desc="tiles", leave=False, disable=not progress, dynamic_ncols=True)
-    for row, y in enumerate(ys):
-        for first in range(0, len(xs), batch_size):
-            batch_x = xs[first : first + batch_size]
-            tiles = [prepare(read_region(image, y - fn.margin, x - fn.margin, size_in, size_in)) for x in batch_x]
-            out = fn(torch.stack(tiles)).float()  # (B, K, t, t)
-            if acc is None:
-                acc = torch.zeros(out.shape[1], size_out, width + size_out)
-            for x, probs in zip(batch_x, out, strict=True):
-                acc[:, :, x : x + size_out] += probs * window
-                weight[:, x : x + size_out] += window
-            bar.update(len(batch_x))
-        # rows above the next tile row are final: normalize, arg-max, write, then move the rest up
-        done = min((ys[row + 1] if row + 1 < len(ys) else height) - y, height - y)
-        final = acc[:, :done, :width] / weight[:done, :width]  # (K, done, W)
-        index[y : y + done] = final.argmax(0).numpy().astype(np.uint8)
-        if probabilities is not None:
-            probabilities[:, y : y + done] = final.numpy().astype(probabilities.dtype)
-        acc = torch.cat([acc[:, done:], torch.zeros_like(acc[:, :done])], dim=1)
-        weight = torch.cat([weight[done:], torch.zeros_like(weight[:done])], dim=0)
-    bar.close()
+    """Segment an (H, W, C) image tile by tile; returns (H, W) uint8 class indices (see `index_bands`)."""
+    index = np.empty(image.shape[:2], np.uint8)
+    for top, rows in index_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
+                                 probabilities=probabilities, progress=progress):
+        index[top : top + len(rows)] = rows
     return index

@@ -11,6 +11,7 @@ computed identically, and the last tile reaches past the image into mirrored pix
 from __future__ import annotations
 
 import math
+import mmap
 
 import numpy as np
 
@@ -26,6 +27,8 @@ def tile_starts(size: int, tile: int, overlap: int = 0, stride: int = 1) -> list
         raise ValueError(f"tile ({tile}) and size ({size}) must be positive")
     if not 0 <= overlap < tile:
         raise ValueError(f"overlap ({overlap}) must be in [0, tile={tile})")
+    if overlap == 0 and tile < stride:  # steps of a whole stride would leave gaps between the tiles
+        raise ValueError(f"tile ({tile}) must be at least the stride ({stride}) without overlap")
     if size <= tile:
         return [0]
     if overlap == 0:
@@ -58,6 +61,19 @@ def read_region(array: np.ndarray, top: int, left: int, height: int, width: int)
     r0, c0 = int(rows.min()), int(cols.min())
     block = np.asarray(array[r0 : int(rows.max()) + 1, c0 : int(cols.max()) + 1])
     return block[rows - r0][:, cols - c0]
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the pages a memory-mapped array has touched from this process's memory (no-op for other arrays).
+
+    Reading a memory-mapped TIFF band by band would otherwise keep every page read so far resident, so the
+    process would grow with the image's area. The pages stay in the OS file cache (and written pages of a
+    shared mapping are still saved), so touching them again only costs a page fault. Copy-on-write maps
+    (mode "c") are left alone: dropping their pages would discard changes.
+    """
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mmap object
+    if isinstance(mapping, mmap.mmap) and getattr(array, "mode", "c") != "c":
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def blend_window(tile: int, mode: str = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
