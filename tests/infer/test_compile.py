@@ -1,6 +1,5 @@
 """`infer.compile`: short batches reuse the compiled graph, and compiled masks equal eager ones."""
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +48,6 @@ def test_a_short_batch_is_padded_to_the_largest_batch_of_its_shape(monkeypatch: 
     torch.testing.assert_close(predictor.logits(x[:1]), short, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.skipif(os.environ.get("UNETKIT_SLOW_TESTS") != "1",
-                    reason="torch.compile takes minutes on a small CPU; set UNETKIT_SLOW_TESTS=1")
 def test_compiled_masks_equal_eager_masks(tmp_path: Path) -> None:
     cfg = config_from_dict({"data": {"classes": ["a", "b", "c"], "mask": {"encoding": "index"}},
                             "model": {"depth": 2, "base_channels": 4, "padding": "valid"}})
