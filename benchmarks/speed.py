@@ -6,6 +6,8 @@
 1. Machine limit: achieved GFLOP/s of one large 3x3 convolution (fp32, and bf16 autocast), channels-last.
 2. Model throughput: FLOPs from `torch.utils.flop_counter`; GFLOP/s and images/s of inference (fp32 NCHW, fp32
    channels-last, bf16 channels-last) and of a training step (fp32 channels-last), each as a fraction of (1).
+3. torch.compile: images/s of the padded U-Net's inference (512x512, batch 4, channels-last), eager and
+   compiled, fp32 and bf16, and their ratio (compilation itself not timed), or why compiling is unavailable.
 Medians of several runs; the machine is shared, so compare ratios from the same run.
 """
 
@@ -67,6 +69,23 @@ def inference(model: UNet, batch: int, size: int, precision: str, channels_last:
     return flops(run) / seconds / 1e9, batch / seconds
 
 
+def compiled_vs_eager(model: UNet, batch: int, size: int, precision: str, repeats: int) -> tuple[float, float]:
+    """(eager images/s, compiled images/s) of the forward pass through Predictor, channels-last; the first calls
+    (compilation) are not timed, and the two alternate so a busy machine slows both alike."""
+    x = torch.randn(batch, model_in(model), size, size)
+    eager = Predictor(model, torch.device("cpu"), precision=precision, channels_last=True)
+    compiled = Predictor(model, torch.device("cpu"), precision=precision, channels_last=True, compile=True)
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for predictor in (eager, compiled):
+        predictor.logits(x)
+    for _ in range(repeats):
+        for name, predictor in (("eager", eager), ("compiled", compiled)):
+            began = time.perf_counter()
+            predictor.logits(x)
+            times[name].append(time.perf_counter() - began)
+    return batch / statistics.median(times["eager"]), batch / statistics.median(times["compiled"])
+
+
 def training_step(model: UNet, batch: int, size: int, repeats: int, precision: str = "fp32") -> tuple[float, float]:
     """(GFLOP/s, images/s) of forward + backward + Adam step, channels-last, fp32 or bf16 autocast."""
     dtype = torch.bfloat16 if precision == "bf16" else None
@@ -114,6 +133,16 @@ def main() -> None:
             gflops, ips = training_step(model, batch, size, max(1, args.repeats - 1), precision)
             print(f"{name:26s} {'train step ' + precision + ' c-last':24s} {gflops:8.1f} {ips:7.2f} "
                   f"{gflops / limit[precision]:8.2f}", flush=True)
+    print("torch.compile, padded U-Net (same, BN) 512x512 batch 4, channels-last (compilation not timed):")
+    padded = UNet(1, 2, base_channels=args.width, padding="same", batch_norm=True)
+    for precision in ("fp32", "bf16"):
+        try:
+            eager, compiled = compiled_vs_eager(padded, 4, 512, precision, args.repeats)
+        except Exception as err:  # no C++ compiler, unsupported platform...: say why instead of a figure
+            print(f"  compile unavailable: {type(err).__name__}: {(str(err) or '?').splitlines()[0]}")
+            break
+        print(f"  {precision}: eager {eager:.2f} img/s, compiled {compiled:.2f} img/s, "
+              f"speed-up {compiled / eager:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

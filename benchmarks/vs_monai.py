@@ -17,11 +17,15 @@ and a (K, H, W) float32 array to fill with probabilities, so both produce the sa
    the peak high-water mark is reset right there (Linux `/proc/self/clear_refs`) and read after the call.
    `unetkit (index)` is the memory-lean mode: no probability array, only the (H, W) uint8 class map.
    `one forward` is a single batch of tiles through the network: the share of every peak that is activations.
+4. Speed options MONAI's loop does not apply by itself, timed in the same alternation: unetkit with channels-last
+   activations in fp32 (`--channels-last`) and with bf16 autocast as well (`--precision bf16`), each on its own
+   copy of the model, with their agreement with MONAI's fp32 output.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -42,6 +46,7 @@ from unetkit.infer.tiling import blend_window, tile_starts
 from unetkit.models.unet import UNet
 
 METHODS = ("monai", "unetkit", "unetkit (index)", "one forward")  # the last: a batch of tiles, for scale
+FAST = {"unetkit channels-last fp32": "fp32", "unetkit channels-last bf16": "bf16"}  # timed only
 
 
 def build(size: int) -> tuple[Predictor, np.ndarray]:
@@ -162,6 +167,9 @@ def main() -> None:
     print(check_settings(args))
     predictor, image = build(args.size)
     runs = {m: runner(m, predictor, image, args) for m in METHODS[:2]}
+    for name, precision in FAST.items():  # speed options a user turns on with --channels-last / --precision bf16
+        fast = Predictor(copy.deepcopy(predictor.model), torch.device("cpu"), precision=precision, channels_last=True)
+        runs[name] = runner("unetkit", fast, image, args)
     outputs = {m: run() for m, run in runs.items()}  # warm-up, and the outputs compared
     times: dict[str, list[float]] = {m: [] for m in runs}
     for _ in range(args.repeats):
@@ -183,6 +191,13 @@ def main() -> None:
                                  "--overlap", str(args.overlap), "--batch", str(args.batch), "--child", method],
                                 capture_output=True, text=True, check=True)
         memory[method] = json.loads(result.stdout.strip().splitlines()[-1])
+    for name in FAST:
+        fast_same = (outputs[name].argmax(0) == outputs["monai"].argmax(0)).mean()
+        fast_diff = np.abs(outputs[name] - outputs["monai"]).max()
+        seconds = statistics.median(times[name])
+        speedup = statistics.median(times["monai"]) / seconds
+        print(f"{name:30s} {seconds:8.2f} s ({speedup:.2f}x monai)  max|dp| {fast_diff:.1e}, "
+              f"argmax equal {fast_same:.4%}")
     print("seconds per run: " + "; ".join(f"{m} " + ", ".join(f"{t:.2f}" for t in ts) for m, ts in times.items()))
     print(f"{'method':16s} {'seconds':>8s} {'peak extra RSS MB':>18s} {'(ru_maxrss)':>11s}  agreement with monai")
     for method in METHODS:

@@ -187,7 +187,7 @@ class InferConfig(Strict):
     overlap: int | None = Field(None, ge=0)  # pixels shared by neighbouring tiles; None = 0 for valid, tile/4 same
     blend: Literal["gaussian", "linear", "constant"] = "gaussian"  # weights of overlapping tiles
     tta: Literal["none", "flips", "d4"] = "none"  # test-time augmentation: flips, or flips and 90-degree turns
-    batch_size: int = Field(4, gt=0)  # tiles per forward pass
+    batch_size: int = Field(4, gt=0)  # tiles per forward pass, at most (big tiles go in fewer, ~2 Mpx per pass)
     em_scores: bool = False  # also report ISBI 2012 EM scores (binary: class 1 = boundary)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: CPUs with AVX-512 bf16 / AMX, GPUs; fp16: GPUs
     channels_last: bool = False  # NHWC activations, faster convolutions on most CPUs and GPUs
