@@ -44,7 +44,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluate(args.checkpoint, args.data, split=args.split, images=args.images, masks=args.masks,
                       output=args.output,
                       tile=args.tile, overlap=args.overlap, tta=args.tta, em_scores=args.em or None,
-                      precision=args.precision, channels_last=args.channels_last or None, compile=args.compile or None,
+                      precision=args.precision, channels_last=args.channels_last, compile=args.compile or None,
                       device=args.device,
                       progress=not args.quiet)
     if not world_from_env().main:  # under torchrun, rank 0 reports
@@ -62,7 +62,7 @@ def _predict(args: argparse.Namespace) -> None:
     kept = [] if args.overwrite else existing_masks(args.inputs, args.output)
     written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay, overwrite=args.overwrite,
                       probabilities=args.probabilities, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                      precision=args.precision, channels_last=args.channels_last or None, compile=args.compile or None,
+                      precision=args.precision, channels_last=args.channels_last, compile=args.compile or None,
                       device=args.device,
                       progress=not args.quiet)
     if not world_from_env().main:  # under torchrun, rank 0 reports
@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("evaluate", "predict"):
             p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
                            help="bf16 autocast (CPUs with AVX-512 bf16/AMX, GPUs) or fp16 (GPUs); default fp32")
-            p.add_argument("--channels-last", action="store_true", help="NHWC activations (faster convolutions)")
+            p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                           help="NHWC activations: same results, faster convolutions (default: on, from the config)")
             p.add_argument("--compile", action="store_true",
                            help="torch.compile the network (faster tiles after a slow first batch)")
     return parser

