@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from unetkit.infer.predictor import Predictor
+from unetkit.models.fold import count_batch_norms, fold_batch_norm
 from unetkit.models.unet import UNet
 
 
@@ -125,9 +126,14 @@ def main() -> None:
     print(f"{'model':26s} {'mode':24s} {'GFLOP/s':>8s} {'img/s':>7s} {'of limit':>8s}")
     per_image: dict[tuple[str, str], float] = {}
     for name, model, batch, size in cases:
-        for mode, precision, cl in (("infer fp32 NCHW", "fp32", False), ("infer fp32 channels-last", "fp32", True),
-                                    ("infer bf16 channels-last", "bf16", True)):
-            gflops, ips = inference(model, batch, size, precision, cl, args.repeats)
+        modes = [("infer fp32 NCHW", "fp32", False, model), ("infer fp32 channels-last", "fp32", True, model),
+                 ("infer bf16 channels-last", "bf16", True, model)]
+        if count_batch_norms(model):  # what predict runs: the norms folded into the convolutions
+            folded = fold_batch_norm(model)
+            modes += [("infer fp32 c-last BN-fold", "fp32", True, folded), ("infer bf16 c-last BN-fold", "bf16", True,
+                                                                              folded)]
+        for mode, precision, cl, net in modes:
+            gflops, ips = inference(net, batch, size, precision, cl, args.repeats)
             per_image[(name, precision)] = gflops / ips  # GFLOP per image, for the compiled rows below
             ref = limit["bf16" if precision == "bf16" else "fp32"]
             print(f"{name:26s} {mode:24s} {gflops:8.1f} {ips:7.2f} {gflops / ref:8.2f}", flush=True)

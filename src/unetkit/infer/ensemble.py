@@ -22,6 +22,7 @@ import torch
 from unetkit.config import Config, config_from_dict
 from unetkit.errors import UnetkitError
 from unetkit.infer.predictor import Fn, Predictor
+from unetkit.models.fold import fold_batch_norm
 from unetkit.train.checkpoint import (
     check_checkpoint,
     load_checkpoint,
@@ -144,7 +145,7 @@ def load_members(checkpoints: Sequence[dict[str, Any]], sources: Sequence[str], 
         model, cfg = model_from_checkpoint(checkpoint, source)
         configs.append(cfg)
         check_compatible(configs, sources)
-        members.append(Normalized(Predictor(model, device), cfg.data.mean, cfg.data.std))
+        members.append(Normalized(Predictor(fold_batch_norm(model), device), cfg.data.mean, cfg.data.std))
     if not configs:
         raise UnetkitError("an ensemble needs at least one member checkpoint")
     return members, ensemble_config(configs[0])
