@@ -158,3 +158,27 @@ def test_evaluate_and_predict_under_torchrun_share_the_files_and_match_one_proce
     assert "3 mask(s) written" in done.stdout
     for path in one_masks:
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(tmp_path / "two" / path.name)))
+
+
+def test_a_crashing_rank_ends_the_whole_run_without_a_hang(tmp_path: Path,
+                                                           synthetic_config: Callable[..., Config]) -> None:
+    entry = tmp_path / "crash_rank1.py"
+    entry.write_text(
+        "import os, sys\n"
+        "import importlib\n"
+        "from unetkit.cli import main\n"
+        "if os.environ['RANK'] == '1':  # rank 1 dies in its first step; rank 0 waits for it in a collective\n"
+        "    loop = importlib.import_module('unetkit.train.loop')\n"
+        "    def crash(*args, **kwargs):\n"
+        "        raise RuntimeError('rank 1 lost its device')\n"
+        "    loop._finite = crash\n"
+        "sys.exit(main())\n")
+    cfg = synthetic_config(*SAME_AS_ONE, "data.batch_size=1", "train.epochs=50", "train.run_name=crash")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(entry),
+               "train", str(_config_file(cfg, tmp_path / "crash.yaml")), "--quiet"]
+    began = time.monotonic()
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    assert "rank 1 lost its device" in done.stderr
+    assert time.monotonic() - began < 120  # ended by torchrun, not by the 10-minute collective timeout
