@@ -150,3 +150,13 @@ def test_resume_of_a_run_without_checkpoint_says_what_to_do(tmp_path: Path) -> N
     (tmp_path / "empty-run").mkdir()
     with pytest.raises(UnetkitError, match="has no last.pt"):
         train(resume=tmp_path / "empty-run", progress=False)
+
+
+def test_augmentation_does_not_depend_on_the_loader_workers(synthetic_config: Callable[..., Config]) -> None:
+    # each sample's crop and deformation come from (seed, epoch, index), not from a worker's generator
+    common = ["data.batch_size=2", "data.crops_per_image=1", "train.epochs=1", "train.deterministic=true",
+              "train.sample_images=0"]
+    main = train(synthetic_config(*common, "data.num_workers=0", "train.run_name=w0"), progress=False)
+    workers = train(synthetic_config(*common, "data.num_workers=2", "train.run_name=w2"), progress=False)
+    a, b = _weights(main.run_dir), _weights(workers.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
