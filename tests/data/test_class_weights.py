@@ -6,8 +6,8 @@ import pytest
 from unetkit.config import MaskConfig
 from unetkit.data.class_weights import ClassPixelCounts, class_pixel_counts, class_weights
 from unetkit.data.dataset import pair_files
-from unetkit.data.io import write_mask
 from unetkit.data.masks import MaskCodec
+from unetkit.data.writers import write_mask
 from unetkit.errors import UnetkitError
 
 # SegNet's median-frequency weights for CamVid classes 0..10, from the dataset's SOURCE.md (367 train images)

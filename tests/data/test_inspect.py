@@ -9,8 +9,9 @@ import yaml
 from unetkit.config import DataConfig
 from unetkit.data.dataset import pair_files
 from unetkit.data.inspect import format_inspection, inspect_folder
-from unetkit.data.io import read_raw, write_mask
+from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.writers import write_mask
 from unetkit.errors import UnetkitError
 
 

@@ -6,7 +6,8 @@ import tifffile
 from PIL import Image
 
 from unetkit.data import io
-from unetkit.data.io import list_images, read_image, read_raw, write_image, write_mask
+from unetkit.data.io import list_images, read_image, read_raw
+from unetkit.data.writers import write_image, write_mask
 from unetkit.errors import UnetkitError
 
 GRAY8 = np.array([[0, 1, 128], [200, 254, 255]], dtype=np.uint8)
@@ -135,7 +136,7 @@ def test_written_masks_get_the_usual_permissions(tmp_path: Path) -> None:
     import os
     import stat
 
-    from unetkit.data.io import write_mask
+    from unetkit.data.writers import write_mask
 
     write_mask(tmp_path / "m.png", np.zeros((4, 4), np.uint8))
     umask = os.umask(0)

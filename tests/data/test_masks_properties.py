@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from unetkit.config import IGNORE_INDEX, MaskConfig
-from unetkit.data.io import read_raw, write_mask
+from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.writers import write_mask
 
 PROPERTY = settings(max_examples=50, deadline=None)
 COLOUR = st.tuples(*[st.integers(0, 255)] * 3)

@@ -5,8 +5,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from unetkit.data.io import read_raw, write_mask
+from unetkit.data.io import read_raw
 from unetkit.data.patches import make_patches, patch_starts
+from unetkit.data.writers import write_mask
 from unetkit.errors import UnetkitError
 
 

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 from unetkit.config import Config, MaskConfig, config_from_dict
-from unetkit.data.io import read_raw, write_mask, write_mask_rows
+from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.writers import write_mask, write_mask_rows
 from unetkit.infer import tiled
 from unetkit.infer.predict import load_predictor, predict
 from unetkit.infer.predictor import predict_whole

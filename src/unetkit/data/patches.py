@@ -16,7 +16,8 @@ import tifffile
 from PIL import Image
 
 from unetkit.data.dataset import pair_files
-from unetkit.data.io import list_images, read_raw, write_mask
+from unetkit.data.io import list_images, read_raw
+from unetkit.data.writers import write_mask
 from unetkit.errors import UnetkitError
 
 _TIFF = (".tif", ".tiff")

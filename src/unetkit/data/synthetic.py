@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unetkit.data.io import write_image, write_mask
+from unetkit.data.writers import write_image, write_mask
 
 DEMO_CLASSES = ["background", "cell", "fibre"]
 DEMO_PALETTE = [(0, 0, 0), (230, 60, 60), (60, 160, 230)]

@@ -31,8 +31,9 @@ import cv2
 import numpy as np
 
 from unetkit.config import IGNORE_INDEX, Config, WeightMapConfig
-from unetkit.data.io import read_raw, write_image
+from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.writers import write_image
 from unetkit.errors import UnetkitError
 
 CUTOFF_SIGMAS = 6.0  # default cutoff radius in units of sigma: the term beyond it is below w0 * 1.5e-8

@@ -17,8 +17,9 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from unetkit.config import Config, InferConfig
-from unetkit.data.io import list_images, set_pixel_limit, write_image, write_mask_rows
+from unetkit.data.io import list_images, set_pixel_limit
 from unetkit.data.masks import MaskCodec
+from unetkit.data.writers import write_image, write_mask_rows
 from unetkit.distributed import barrier, distributed_session
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
@@ -26,7 +27,7 @@ from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Fn, Predictor, configure_speed, predict_whole
 from unetkit.infer.source import make_prepare, open_image, to_unit
-from unetkit.infer.tiled import Prepare, index_bands
+from unetkit.infer.tiled import Prepare, assemble, index_bands
 from unetkit.infer.tta import TTA
 from unetkit.models.fold import fold_batch_norm
 from unetkit.runtime import resolve_device
@@ -83,10 +84,7 @@ def segment_bands(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfi
 def segment(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
             probabilities: np.ndarray | None = None) -> np.ndarray:
     """(H, W[, C]) image -> (H, W) uint8 class indices (all of `segment_bands`)."""
-    index = np.empty(image.shape[:2], np.uint8)
-    for top, rows in segment_bands(fn, image, prepare, infer, probabilities):
-        index[top : top + len(rows)] = rows
-    return index
+    return assemble(segment_bands(fn, image, prepare, infer, probabilities), image.shape[:2])
 
 
 def _encoded(bands: Iterator[tuple[int, np.ndarray]], codec: MaskCodec, keep: np.ndarray | None

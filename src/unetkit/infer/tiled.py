@@ -13,7 +13,7 @@ neighbouring outputs are blended with a window that trusts tile centres most (fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -134,8 +134,13 @@ def predict_tiled(
     progress: bool = False,
 ) -> np.ndarray:
     """Segment an (H, W, C) image tile by tile; returns (H, W) uint8 class indices (see `index_bands`)."""
-    index = np.empty(image.shape[:2], np.uint8)
-    for top, rows in index_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-                                 probabilities=probabilities, progress=progress):
+    return assemble(index_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
+                                probabilities=probabilities, progress=progress), image.shape[:2])
+
+
+def assemble(bands: Iterable[tuple[int, np.ndarray]], shape: tuple[int, int]) -> np.ndarray:
+    """The whole (H, W) uint8 class map from `(top, rows)` pieces, for callers that need all of it at once."""
+    index = np.empty(shape, np.uint8)
+    for top, rows in bands:
         index[top : top + len(rows)] = rows
     return index

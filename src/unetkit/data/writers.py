@@ -1,0 +1,121 @@
+"""Writing masks and pictures atomically, whole or band by band.
+
+Writes go to a temporary file in the target folder and are moved into place, so an interrupted run never
+leaves a half-written mask that a later run would read as data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import png
+import tifffile
+from PIL import Image
+
+from unetkit.data.io import TIFF_SUFFIXES
+from unetkit.errors import UnetkitError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """A temporary file in `path`'s folder that replaces `path` when the block succeeds and is deleted when it
+    fails, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(path: Path, array: np.ndarray) -> None:
+    """Write `array` as an image file via `_replacing`."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".png", ".bmp", ".jpg", ".jpeg", *TIFF_SUFFIXES):
+        raise UnetkitError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .tif")
+    with _replacing(path) as tmp:
+        if suffix in TIFF_SUFFIXES:
+            tifffile.imwrite(tmp, array, photometric="rgb" if array.ndim == 3 else "minisblack")
+        else:
+            fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
+            Image.fromarray(array).save(tmp, format=fmt)
+
+
+def _check_mask(array: np.ndarray) -> None:
+    gray = array.ndim == 2 and array.dtype in (np.uint8, np.uint16)
+    rgb = array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8
+    if not (gray or rgb):
+        raise ValueError(f"mask must be (H, W) uint8/uint16 or (H, W, 3) uint8, got {array.shape} {array.dtype}")
+
+
+def write_mask(path: Path, array: np.ndarray) -> None:
+    """Write a mask losslessly: `(H, W)` uint8/uint16 or `(H, W, 3)` uint8, as PNG or TIFF."""
+    path = Path(path)
+    _check_mask(array)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise UnetkitError(f"{path}: JPEG is lossy and would change mask values; write masks as .png or .tif")
+    if array.dtype == np.uint16 and path.suffix.lower() == ".bmp":
+        raise UnetkitError(f"{path}: BMP cannot hold 16-bit masks; use .png or .tif")
+    _atomic_write(path, np.ascontiguousarray(array))
+
+
+def write_mask_rows(path: Path, height: int, bands: Iterable[np.ndarray]) -> None:
+    """Write a PNG mask from consecutive row bands, so the whole mask never has to exist in memory.
+
+    `bands` yields `(rows, W)` uint8/uint16 or `(rows, W, 3)` uint8 arrays, top to bottom, `height` rows in
+    all. The file holds what `write_mask` writes for their concatenation: same size, colour type (gray or RGB),
+    bit depth and pixels; only the compressed bytes may differ. Rows are compressed as they arrive (pypng).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{path}: masks are written band by band only as .png")
+    bands = iter(bands)
+    first = next(bands, None)
+    if first is None:
+        raise ValueError(f"{path}: no rows to write")
+    _check_mask(first)
+    big_endian = first.dtype.newbyteorder(">")  # PNG stores 16-bit samples most significant byte first
+    written = 0
+
+    def packed_rows() -> Iterator[bytes]:
+        nonlocal written
+        for band in itertools.chain([first], bands):
+            if band.shape[1:] != first.shape[1:] or band.dtype != first.dtype:
+                raise ValueError(f"{path}: band {band.shape} {band.dtype} does not continue {first.shape} "
+                                 f"{first.dtype}")
+            written += len(band)
+            yield from (row.tobytes() for row in band.astype(big_endian, copy=False))
+
+    writer = png.Writer(first.shape[1], height, greyscale=first.ndim == 2, bitdepth=8 * first.dtype.itemsize)
+    with _replacing(path) as tmp:
+        with open(tmp, "wb") as file:
+            writer.write_packed(file, packed_rows())
+        if written != height:
+            raise ValueError(f"{path}: {written} rows were written for a height of {height}")
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Write an 8-bit picture (overlay, plot): `(H, W)` or `(H, W, 3)` uint8, as PNG, JPEG, BMP or TIFF."""
+    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        raise ValueError(f"image must be (H, W) or (H, W, 3) uint8, got {array.shape} {array.dtype}")
+    _atomic_write(Path(path), np.ascontiguousarray(array))
