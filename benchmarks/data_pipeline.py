@@ -21,9 +21,9 @@ from unetkit import load_config
 from unetkit.data.dataset import FolderDataset, dataset_pairs, load_pair
 from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import train_transform
+from unetkit.data.weightmap import weight_cache
 from unetkit.models.build import build_model
 from unetkit.train.loop import center_crop
-from unetkit.train.setup import weight_cache
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     model = build_model(cfg.model, 1, 2).to(memory_format=torch.channels_last)
     codec = MaskCodec(cfg.data.mask, 2)
     pairs, _ = dataset_pairs(cfg.data)
-    weights = weight_cache(cfg.data, 2)
+    weights = weight_cache(cfg.data)
     dataset = FolderDataset(pairs=pairs, channels=1, codec=codec, weights=weights,
                             transform=train_transform(cfg.data, model.margin), repeats=8)
     for pair in pairs:  # weight maps are computed once per mask and cached: not part of the steady state

@@ -29,10 +29,10 @@ import torch
 
 
 def make_checkpoint(folder: Path, width: int) -> Path:
+    from unetkit.checkpoint import make_checkpoint as checkpoint_dict
+    from unetkit.checkpoint import out_channels, save_checkpoint
     from unetkit.config import config_from_dict
     from unetkit.models.build import build_model
-    from unetkit.train.checkpoint import make_checkpoint as checkpoint_dict
-    from unetkit.train.checkpoint import out_channels, save_checkpoint
 
     cfg = config_from_dict({"data": {"classes": ["background", "foreground"], "mask": {"encoding": "binary"}},
                             "model": {"padding": "valid", "base_channels": width}})

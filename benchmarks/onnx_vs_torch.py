@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from speed import timed  # benchmarks/speed.py, beside this script
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import config_from_dict
 from unetkit.export import export_model
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Predictor
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 
 def main() -> None:

@@ -85,9 +85,9 @@ def tiny_config(tmp_path: Path, tiny_dataset: Path) -> Path:
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path, tiny_config: Path) -> Path:
     """An untrained but well-formed checkpoint of the tiny model: enough to drive evaluate / predict."""
+    from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
     from unetkit.config import load_config
     from unetkit.models.build import build_model
-    from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
     cfg = load_config(tiny_config)
     model = build_model(cfg.model, cfg.data.channels, out_channels(cfg))

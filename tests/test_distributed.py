@@ -12,13 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config, save_config
-from unetkit.data.dataset import FolderDataset, dataset_pairs
+from unetkit.data.dataset import dataset_pairs
 from unetkit.data.masks import MaskCodec
-from unetkit.data.transforms import eval_transform
-from unetkit.infer.predictor import Predictor
-from unetkit.losses import build_loss
-from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.train.loop import validate
 from unetkit.train.run import train
 
@@ -81,13 +78,34 @@ def test_two_processes_train_the_same_model_as_one_with_the_same_global_batch(
     # validation counted every image once over both ranks: the matrix equals one process's on the same weights
     model, cfg = model_from_checkpoint(b)
     codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
-    val_set = FolderDataset(pairs=dataset_pairs(cfg.data)[1], channels=cfg.data.channels, codec=codec,
-                            transform=eval_transform(cfg.data))
-    single = validate(Predictor(model, torch.device("cpu")), val_set, build_loss(cfg.loss, cfg.data.num_classes),
-                      cfg.data.num_classes, progress=False)
-    assert len(val_set) == 3 and int(single.confusion.matrix.sum()) == 3 * 64 * 64
+    pairs = dataset_pairs(cfg.data)[1]
+    single = validate(model, cfg, pairs, codec, torch.device("cpu"), progress=False)
+    assert len(pairs) == 3 and int(single.confusion.matrix.sum()) == 3 * 64 * 64
     assert torch.equal(b["val_confusion"], single.confusion.matrix)
     assert b["history"][-1]["val_miou"] == pytest.approx(a["history"][-1]["val_miou"], abs=1e-3)
+
+
+@pytest.mark.parametrize("family", ["unet-same-bn-dropout"])
+def test_torchrun_validation_equals_evaluate_for_batch_norm_and_dropout(
+        tmp_path: Path, family: str, synthetic_config: Callable[..., Config]) -> None:
+    import csv
+
+    from model_table import CORE
+
+    from unetkit.infer.evaluate import evaluate
+
+    cfg = synthetic_config("train.epochs=2", "data.batch_size=2", "train.run_name=bn", *CORE[family])
+    done = _run(["train", str(_config_file(cfg, tmp_path / "bn.yaml")), "--quiet"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = Path(cfg.train.output_dir) / "bn"
+    last = load_checkpoint(run_dir / "last.pt")
+    report = evaluate(run_dir / "last.pt", split="val", progress=False)  # one process, as a user would
+    assert report["confusion_matrix"] == last["val_confusion"].tolist()
+    row = list(csv.DictReader(open(run_dir / "metrics.csv")))[-1]
+    assert float(row["val_miou"]) == round(report["miou"], 6)
+    for name in cfg.data.classes:
+        assert float(row[f"val_iou_{name}"]) == round(report["per_class"][name]["iou"], 6)
+    assert float(row["val_loss"]) == pytest.approx(report["loss"], abs=2e-6)  # summed over ranks in another order
 
 
 def test_killed_distributed_run_resumes_under_torchrun(tmp_path: Path,

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from unetkit import export
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, config_from_dict
 from unetkit.errors import UnetkitError
 from unetkit.export import export_model
@@ -21,7 +22,6 @@ from unetkit.infer.source import make_prepare
 from unetkit.infer.tiled import predict_tiled
 from unetkit.infer.tta import TTA
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -35,21 +35,31 @@ def _train(args: argparse.Namespace) -> None:
     print(f"run folder: {result.run_dir}")
     best = result.run_dir / "best.pt"
     print(f"best epoch {result.best_epoch}: {cfg.train.monitor} {result.best_score:.4f} -> {best}")
+    print("next:\n" + "\n".join(f"  {command}" for command in next_commands(result.run_dir)))
+
+
+def next_commands(run_dir: Path) -> list[str]:
+    """What to run after training: score the best checkpoint on the validation images, then apply it."""
+    best = run_dir / "best.pt"
+    return [f"unetkit evaluate {best} --split val", f"unetkit predict {best} IMAGES/ -o masks --overlay"]
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from unetkit.infer.evaluate import evaluate
-    from unetkit.metrics import format_table
+    from unetkit.metrics import format_table, headline
 
     report = evaluate(args.checkpoint, args.data, split=args.split, images=args.images, masks=args.masks,
                       output=args.output,
-                      tile=args.tile, overlap=args.overlap, tta=args.tta, em_scores=args.em or None,
+                      tile=args.tile, overlap=args.overlap, tta=args.tta, threshold=args.threshold,
+                      em_scores=args.em or None,
                       precision=args.precision, channels_last=args.channels_last, compile=args.compile or None,
                       device=args.device,
                       progress=not args.quiet)
     if not world_from_env().main:  # under torchrun, rank 0 reports
         return
     print(format_table(report))
+    loss = "" if report["loss"] is None else f"  loss {report['loss']:.4f}"
+    print(f"{headline(report)}{loss}")
     if "em_scores" in report:
         print("EM scores (ISBI 2012, mean over images): "
               + ", ".join(f"{k} {v:.4f}" for k, v in report["em_scores"].items()))
@@ -62,6 +72,7 @@ def _predict(args: argparse.Namespace) -> None:
     kept = [] if args.overwrite else existing_masks(args.inputs, args.output)
     written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay, overwrite=args.overwrite,
                       probabilities=args.probabilities, tile=args.tile, overlap=args.overlap, tta=args.tta,
+                      threshold=args.threshold,
                       precision=args.precision, channels_last=args.channels_last, compile=args.compile or None,
                       device=args.device,
                       progress=not args.quiet)
@@ -261,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="NHWC activations: same results, faster convolutions (default: on, from the config)")
             p.add_argument("--compile", action="store_true",
                            help="torch.compile the network (faster tiles after a slow first batch)")
+            p.add_argument("--threshold", type=float, metavar="P",
+                           help="binary models: foreground where its probability exceeds P (default: the "
+                                "checkpoint's infer.threshold, 0.5 = arg-max)")
     return parser
 
 

@@ -192,6 +192,9 @@ class InferConfig(Strict):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: CPUs with AVX-512 bf16 / AMX, GPUs; fp16: GPUs
     channels_last: bool = True  # NHWC activations: same results, faster convolutions (1.7x on an AVX-512 CPU)
     compile: bool = False  # torch.compile the network (static tile shapes; the first tiles wait for compilation)
+    # binary models: a pixel is foreground when p(foreground) > threshold; 0.5 = the arg-max. Lower it when
+    # thin or faint objects are missed, raise it when the background bleeds in.
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
 
     @field_validator("overlap")
     @classmethod

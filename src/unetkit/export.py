@@ -26,11 +26,11 @@ import torch
 import yaml
 from torch import nn
 
+from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config
 from unetkit.errors import UnetkitError
 from unetkit.infer.onnx_backend import FORMAT as ONNX_FORMAT
 from unetkit.infer.onnx_backend import VERSION, OnnxPredictor, require
-from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 TORCHSCRIPT_FORMAT = "unetkit-torchscript"
 TOLERANCE = 1e-4  # largest accepted |logit difference|, per unit of the largest |logit| once that exceeds 1

@@ -199,3 +199,18 @@ def build_loss(cfg: LossConfig, num_classes: int, ignore_index: int = IGNORE_IND
         else:
             terms.append(Focal(weights, cfg.focal_gamma, ignore_index))
     return SegmentationLoss([t.name for t in cfg.terms], [t.weight for t in cfg.terms], terms, num_classes)
+
+
+def loss_of_probabilities(loss_fn: SegmentationLoss, probs: Tensor, target: Tensor,
+                          pixel_weight: Tensor | None = None) -> Tensor:
+    """The configured loss of predicted class probabilities `(N, K, H, W)` (after TTA, tiling and blending),
+    so validation and `evaluate` score the very output a user gets.
+
+    Probabilities are turned back into logits the loss terms accept: log p for softmax terms (their softmax
+    gives p back) and log(p1 / p0) for `bce`'s single channel (its sigmoid gives p1 back). Probabilities are
+    clamped at float32's smallest normal number, so a confidently wrong pixel costs about 87, not infinity.
+    """
+    log_p = probs.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    binary = any(isinstance(t, BinaryCrossEntropy) for t in loss_fn.terms)
+    logits = (log_p[:, 1:2] - log_p[:, 0:1]) if binary else log_p
+    return loss_fn(logits, target, pixel_weight)

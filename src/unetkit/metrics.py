@@ -175,3 +175,23 @@ def format_table(result: dict) -> str:
                  f"prediction, background included), mean Dice {num(result['mean_dice'])}")
     lines.append(f"pixel accuracy {num(result['pixel_accuracy'])} over {total} pixels (ignore label excluded)")
     return "\n".join(lines)
+
+
+def headline(result: dict, prefix: str = "") -> str:
+    """The scores a user reads first, on one line: mIoU, then for two classes the foreground's IoU and Dice
+    (F1), for more classes the worst class. `prefix` goes before each name ("val ")."""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    names = list(result["per_class"])
+    parts = [f"{prefix}mIoU {num(result['miou'])}"]
+    if len(names) == 2:
+        fg = result["per_class"][names[1]]
+        parts.append(f"{prefix}{names[1]} IoU {num(fg['iou'])} Dice {num(fg['dice'])}")
+    else:
+        scored = [(row["iou"], name) for name, row in result["per_class"].items() if row["iou"] is not None]
+        if scored:
+            worst, name = min(scored)
+            parts.append(f"worst class {name} IoU {num(worst)}")
+    return "  ".join(parts)

@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import config_from_dict, load_config
 from unetkit.export import model_metadata
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 
 @dataclass

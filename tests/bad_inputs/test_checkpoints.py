@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from bad_inputs.builders import Scene, write_malicious, write_onnx
+from unetkit.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from unetkit.config import load_config
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import write_ensemble
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 
 MALICIOUS = ["zip", "legacy", "pickle", "pickle2"]
 

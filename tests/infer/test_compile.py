@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import config_from_dict
 from unetkit.data.io import read_raw
 from unetkit.infer.predict import predict
 from unetkit.infer.predictor import Predictor
 from unetkit.models.build import build_model
 from unetkit.models.unet import UNet
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 
 class Recording(nn.Module):

@@ -9,6 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
+from unetkit.checkpoint import (
+    load_checkpoint,
+    make_checkpoint,
+    model_from_checkpoint,
+    out_channels,
+    save_checkpoint,
+)
 from unetkit.config import config_from_dict
 from unetkit.data.io import read_image
 from unetkit.errors import UnetkitError
@@ -17,13 +24,6 @@ from unetkit.infer.evaluate import evaluate
 from unetkit.infer.predict import predict
 from unetkit.infer.predictor import Predictor, predict_whole
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import (
-    load_checkpoint,
-    make_checkpoint,
-    model_from_checkpoint,
-    out_channels,
-    save_checkpoint,
-)
 
 CPU = torch.device("cpu")
 GRAY = {"classes": ["a", "b", "c"], "mask": {"encoding": "gray_values", "values": [10, 20, 30]}}

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import InferConfig, MaskConfig
 from unetkit.data.dataset import pair_files
 from unetkit.data.masks import MaskCodec
@@ -21,7 +22,6 @@ from unetkit.infer.ensemble_search import (
 )
 from unetkit.infer.evaluate import evaluate
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 
 class Oracle:

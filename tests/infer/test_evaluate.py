@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import load_config
 from unetkit.errors import UnetkitError
 from unetkit.infer.evaluate import evaluate
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 
 def test_split_test_decodes_test_masks_with_their_own_encoding(tmp_path: Path, tiny_dataset: Path,

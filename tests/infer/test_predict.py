@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, config_from_dict
 from unetkit.infer.predict import predict
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 
 def _checkpoint(tmp_path: Path, data: dict, loss: dict | None = None, padding: str = "same") -> Path:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, MaskConfig, config_from_dict
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
@@ -18,7 +19,6 @@ from unetkit.infer.predictor import predict_whole
 from unetkit.infer.source import make_prepare
 from unetkit.infer.tiling import release_pages
 from unetkit.models.build import build_model
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 
 PALETTE = [[0, 0, 0], [255, 0, 0], [0, 128, 255]]
 # encoding -> (data section, PNG bit depth, PNG colour type: 0 gray, 2 RGB), as write_mask (Pillow) writes them

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from unetkit.checkpoint import load_checkpoint
 from unetkit.config import Config, save_config
-from unetkit.train.checkpoint import load_checkpoint
 
 KILLS = 6
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from unetkit.checkpoint import load_checkpoint
 from unetkit.config import Config
 from unetkit.errors import TrainingStopped, UnetkitError
-from unetkit.train.checkpoint import load_checkpoint
 from unetkit.train.run import train
 
 run_module = importlib.import_module("unetkit.train.run")  # the package re-exports a `train` function
@@ -113,7 +113,7 @@ def test_nonfinite_step_can_be_skipped_and_is_counted(synthetic_config: Callable
 
 def test_disk_full_during_a_checkpoint_leaves_the_previous_one_whole(synthetic_config: Callable[..., Config],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    checkpoint_module = importlib.import_module("unetkit.train.checkpoint")
+    checkpoint_module = importlib.import_module("unetkit.checkpoint")
     real_save = torch.save
     calls = {"n": 0}
 

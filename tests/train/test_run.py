@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
+from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config, load_config
-from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.train.run import train
 
 

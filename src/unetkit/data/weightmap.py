@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from unetkit.config import IGNORE_INDEX, Config, WeightMapConfig
+from unetkit.config import IGNORE_INDEX, Config, DataConfig, WeightMapConfig
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
 from unetkit.data.writers import write_image
@@ -196,6 +196,15 @@ class WeightMapCache:
         except OSError as err:
             raise UnetkitError(f"cannot write weight maps to {self.cache_dir}: {err.strerror}; set "
                                "data.weight_map.cache_dir to a writable folder") from None
+
+
+def weight_cache(data: DataConfig) -> WeightMapCache | None:
+    """The border weight maps of the paper, computed once per mask, when the config asks for them."""
+    wm = data.weight_map
+    if wm is None:
+        return None
+    return WeightMapCache(object_classes=wm.object_classes, num_classes=data.num_classes, w0=wm.w0, sigma=wm.sigma,
+                          class_balance=wm.class_balance, cache_dir=wm.cache_dir)
 
 
 def weight_map_picture(weights: np.ndarray) -> np.ndarray:

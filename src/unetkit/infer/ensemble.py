@@ -19,17 +19,17 @@ from typing import Any
 
 import torch
 
-from unetkit.config import Config, config_from_dict
-from unetkit.errors import UnetkitError
-from unetkit.infer.predictor import Fn, Predictor
-from unetkit.models.fold import fold_batch_norm
-from unetkit.train.checkpoint import (
+from unetkit.checkpoint import (
     check_checkpoint,
     load_checkpoint,
     load_torch_file,
     model_from_checkpoint,
     save_checkpoint,
 )
+from unetkit.config import Config, config_from_dict
+from unetkit.errors import UnetkitError
+from unetkit.infer.predictor import Fn, Predictor
+from unetkit.models.fold import fold_batch_norm
 
 FORMAT = "unetkit-ensemble"
 VERSION = 1

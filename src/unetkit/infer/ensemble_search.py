@@ -1,6 +1,6 @@
 """Choosing ensemble weights on labelled images, and the `ensemble` command's Python twin.
 
-Every member runs once per image (through the same whole-image / tiled path and TTA as `evaluate`); all
+Every member runs once per image (through `open_inference`, the whole-image / tiled path and TTA of `evaluate`); all
 candidate weightings are then scored on those probabilities, each with its own confusion matrix over all
 pixels of all images. Because counts simply add up over images, nothing is kept from one image to the next:
 memory is that of one image's member probabilities, `(M, K, H, W)` float32, whatever the number of images.
@@ -18,18 +18,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unetkit.config import IGNORE_INDEX, DataConfig, InferConfig
+from unetkit.checkpoint import load_checkpoint
+from unetkit.config import IGNORE_INDEX, Config, DataConfig, InferConfig
 from unetkit.data.dataset import Pair, load_pair
 from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import Ensemble, load_members, normalize_weights, write_ensemble
 from unetkit.infer.evaluate import evaluation_pairs
-from unetkit.infer.predict import build_chain, infer_settings, segment
-from unetkit.infer.predictor import Fn
-from unetkit.infer.source import make_prepare
+from unetkit.infer.inference import infer_settings, open_inference
+from unetkit.infer.predictor import Fn, classes_of
 from unetkit.metrics import scores
 from unetkit.runtime import resolve_device
-from unetkit.train.checkpoint import load_checkpoint
 
 MAX_COMBINATIONS = 20_000  # beyond this a finer grid costs more than it can gain
 
@@ -56,24 +55,25 @@ def weighting_confusions(members: Sequence[Fn], pairs: Sequence[Pair], codec: Ma
     `members` take images scaled to [0, 1] (see `Normalized`); ignored pixels count nowhere.
     """
     k = codec.num_classes
-    prepare = make_prepare(DataConfig(channels=channels, mean=[0.0], std=[1.0]))  # scale only
-    chains = [build_chain(member, infer) for member in members]
+    scale_only = Config(data=DataConfig(channels=channels, classes=[str(c) for c in range(max(k, 2))],
+                                        mean=[0.0], std=[1.0]))
+    inferences = [open_inference(member, scale_only, infer) for member in members]
     counts = torch.zeros(len(weightings), k * k, dtype=torch.int64)
     for pair in tqdm(pairs, desc="ensemble", disable=not progress, dynamic_ncols=True):
         image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) class indices
         target = torch.from_numpy(mask).reshape(-1).long()
         keep = target != IGNORE_INDEX
-        probs = np.empty((len(chains), k, *mask.shape), np.float32)  # (M, K, H, W)
-        for i, chain in enumerate(chains):
-            segment(chain, image, prepare, infer, probs[i])
-        kept = torch.from_numpy(probs).reshape(len(chains), k, -1)[:, :, keep]  # (M, K, P)
+        probs = np.empty((len(inferences), k, *mask.shape), np.float32)  # (M, K, H, W)
+        for i, inference in enumerate(inferences):
+            inference.segment(image, probs[i])
+        kept = torch.from_numpy(probs).reshape(len(inferences), k, -1)[:, :, keep]  # (M, K, P)
         cells = target[keep] * k  # row offset of each kept pixel's true class
         for row, weights in enumerate(weightings):
             # summed member by member, as `Ensemble` does, so a saved weighting predicts exactly what was scored
             total = kept[0] * weights[0]  # (K, P)
             for member, weight in zip(kept[1:], weights[1:], strict=True):
                 total = total + member * weight
-            counts[row] += torch.bincount(cells + total.argmax(0), minlength=k * k)
+            counts[row] += torch.bincount(cells + classes_of(total, infer.threshold, dim=0), minlength=k * k)
     return counts.reshape(-1, k, k)
 
 

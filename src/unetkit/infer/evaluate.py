@@ -6,20 +6,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-from tqdm import tqdm
-
 from unetkit.config import Config
-from unetkit.data.dataset import Pair, dataset_pairs, load_pair, pair_files, test_pairs
+from unetkit.data.dataset import Pair, dataset_pairs, pair_files, test_pairs
 from unetkit.data.io import set_pixel_limit
 from unetkit.data.masks import MaskCodec
+from unetkit.data.weightmap import weight_cache
 from unetkit.distributed import distributed_session
-from unetkit.em_scores import EMScoreAccumulator
 from unetkit.errors import UnetkitError
+from unetkit.infer.inference import infer_settings, load_predictor, open_inference
 from unetkit.infer.pictures import write_evaluation_pictures
-from unetkit.infer.predict import build_chain, infer_settings, load_predictor, segment
-from unetkit.infer.source import make_prepare
-from unetkit.metrics import ConfusionMatrix, scores
+from unetkit.infer.scoring import score_pairs
+from unetkit.losses import SegmentationLoss, build_loss
+from unetkit.metrics import scores
 
 
 def data_folders(data: str | Path, images: str | Path | None = None, masks: str | Path | None = None
@@ -52,6 +50,14 @@ def evaluation_pairs(cfg: Config, data: str | Path | None, split: str | None, im
     raise UnetkitError("give --data DIR (or --images and --masks), or --split val / test for the run's own images")
 
 
+def evaluation_loss(cfg: Config) -> SegmentationLoss | None:
+    """The run's loss, to report next to the scores as training reports its validation loss (None when the
+    config leaves class weights to be computed from the training masks, as an unresolved config may)."""
+    if isinstance(cfg.loss.class_weights, str):
+        return None
+    return build_loss(cfg.loss, cfg.data.num_classes)
+
+
 def evaluate(
     checkpoint: str | Path,
     data: str | Path | None = None,
@@ -63,6 +69,7 @@ def evaluate(
     tile: int | None = None,
     overlap: int | None = None,
     tta: str | None = None,
+    threshold: float | None = None,
     em_scores: bool | None = None,
     precision: str | None = None,
     channels_last: bool | None = None,
@@ -73,53 +80,42 @@ def evaluate(
     """Evaluate `checkpoint` on a folder of images and masks (encoded as in training) and write JSON.
 
     The report holds pixel accuracy, per-class IoU / Dice / precision / recall and mIoU over all classes
-    (background included, ignored pixels excluded), plus the confusion matrix. With `em_scores` (binary
-    boundary data, class 1 = boundary) it adds the ISBI 2012 scores: pixel error, Rand error, V_rand,
-    V_info, averaged over images. Default JSON path: `evaluation_<folder name>.json` next to the checkpoint.
+    (background included, ignored pixels excluded), the run's loss on the predicted probabilities (`loss`,
+    mean per image) and the confusion matrix. With `em_scores` (binary boundary data, class 1 = boundary) it
+    adds the ISBI 2012 scores: pixel error, Rand error, V_rand, V_info, averaged over images. Default JSON
+    path: `evaluation_<folder name>.json` next to the checkpoint. `--split val` with no other flags scores
+    exactly what the run's validation scored: same images, same inference, same integers.
     Under torchrun the images are shared out between the processes and rank 0 writes the report.
     """
     with distributed_session(device) as (world, device):
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
-        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, em_scores=em_scores, precision=precision,
-                               channels_last=channels_last, compile=compile)
+        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, threshold=threshold, em_scores=em_scores,
+                               precision=precision, channels_last=channels_last, compile=compile)
         if infer.em_scores and cfg.data.num_classes != 2:
             raise UnetkitError("EM scores need a binary boundary model; "
                                f"this one has {cfg.data.num_classes} classes")
-        fn = build_chain(predictor, infer)
-        prepare = make_prepare(cfg.data)
         pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
-        confusion = ConfusionMatrix(cfg.data.num_classes)
-        em = EMScoreAccumulator() if infer.em_scores else None
-        samples = []
-        shard = pairs[world.rank :: world.size]  # under torchrun each rank scores every N-th image
-        for pair in tqdm(shard, desc="evaluate", disable=not (progress and world.main), dynamic_ncols=True):
-            image, mask = load_pair(pair, cfg.data.channels, codec)
-            pred = segment(fn, image, prepare, infer)  # (H, W) uint8
-            if len(samples) < 3:
-                samples.append((image.transpose(2, 0, 1), mask, pred))
-            confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
-            if em is not None:
-                em.update(mask == 1, pred == 1)
-        confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
-        if em is not None:
-            em.all_reduce()
-        report = scores(confusion.matrix, cfg.data.classes)
+        scored = score_pairs(open_inference(predictor, cfg, infer), pairs, codec, cfg.data.channels,
+                             loss_fn=evaluation_loss(cfg), weights=weight_cache(cfg.data), em_scores=infer.em_scores,
+                             keep_samples=3, rank=world.rank, world_size=world.size,
+                             progress=progress and world.main)
+        matrix = scored.confusion.matrix
+        report = scores(matrix, cfg.data.classes)
         name = split if split else Path(data or images or ".").resolve().name
-        if em is not None:
-            report["em_scores"] = em.result().as_dict()
-        report.update(checkpoint=str(checkpoint), data=str(data) if data else name, images=len(pairs),
-                      tta=infer.tta, confusion_matrix=confusion.matrix.tolist())
+        if scored.em is not None:
+            report["em_scores"] = scored.em.result().as_dict()
+        report.update(loss=scored.loss, checkpoint=str(checkpoint), data=str(data) if data else name,
+                      images=len(pairs), tta=infer.tta, threshold=infer.threshold, confusion_matrix=matrix.tolist())
         out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
         report["json"] = str(out)
         if not world.main:  # rank 0 writes the report
             return report
         try:
-            out.write_text(json.dumps(report, indent=2))
-            pictures = write_evaluation_pictures(report, confusion.matrix.numpy(), cfg.data.classes, samples,
+            out.write_text(json.dumps(report, indent=2) + "\n")
+            pictures = write_evaluation_pictures(report, matrix.numpy(), cfg.data.classes, scored.samples,
                                                  codec.colors(), out.parent, prefix=f"{out.stem}_")
         except OSError as err:
             raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
         report["pictures"] = [str(p) for p in pictures]
         return report
-

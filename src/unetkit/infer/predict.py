@@ -13,78 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 from tqdm import tqdm
 
-from unetkit.config import Config, InferConfig
+from unetkit.config import Config
 from unetkit.data.io import list_images, set_pixel_limit
 from unetkit.data.masks import MaskCodec
 from unetkit.data.writers import write_image, write_mask_rows
 from unetkit.distributed import barrier, distributed_session
 from unetkit.errors import UnetkitError
-from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
-from unetkit.infer.ensemble import ensemble_from_file, file_format
-from unetkit.infer.onnx_backend import load_onnx
-from unetkit.infer.predictor import Fn, Predictor, configure_speed, predict_whole
-from unetkit.infer.source import make_prepare, open_image, to_unit
-from unetkit.infer.tiled import Prepare, assemble, index_bands
-from unetkit.infer.tta import TTA
-from unetkit.models.fold import fold_batch_norm
-from unetkit.runtime import resolve_device
-from unetkit.train.checkpoint import load_checkpoint, model_from_checkpoint
+from unetkit.infer.inference import Inference, infer_settings, load_predictor, open_inference
+from unetkit.infer.source import open_image, to_unit
 from unetkit.train.plots import overlay
-
-
-def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Config]:
-    """A ready predictor and the config to run it with, from a checkpoint, an ensemble or an ONNX file.
-
-    An ensemble's members normalize their own input, so its config has data.mean 0 and std 1: `prepare`
-    then only scales the pixels to [0, 1]. A `.onnx` file runs on onnxruntime with its embedded config.
-    """
-    if Path(checkpoint).suffix.lower() == ".onnx":
-        return load_onnx(checkpoint, device)
-    if file_format(checkpoint) == ENSEMBLE_FORMAT:
-        return ensemble_from_file(checkpoint, resolve_device(device))
-    model, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
-    return Predictor(fold_batch_norm(model), resolve_device(device)), cfg  # same results, one pass less per norm
-
-
-def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
-    """Compose the inference callables: predictor (with its speed options), then test-time augmentation."""
-    configure_speed(predictor, infer.precision, infer.channels_last, infer.compile)
-    return TTA(predictor, infer.tta) if infer.tta != "none" else predictor
-
-
-def infer_settings(cfg: Config, **flags: object) -> InferConfig:
-    """The checkpoint's inference settings with the command-line flags that were given (not None) applied."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    try:
-        return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
-    except ValidationError as err:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc']))} {e.get('input')!r}: {e['msg']}" for e in err.errors())
-        raise UnetkitError(f"invalid inference option: {problems}") from None
-
-
-def segment_bands(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
-                  probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
-    it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish."""
-    height, width = image.shape[:2]
-    if max(height, width) <= infer.tile:
-        probs = predict_whole(fn, prepare(np.asarray(image))[None])[0]  # (K, H, W)
-        if probabilities is not None:
-            probabilities[:] = probs.numpy().astype(probabilities.dtype)
-        yield 0, probs.argmax(0).numpy().astype(np.uint8)
-        return
-    overlap = infer.overlap_for(fn.margin)
-    yield from index_bands(fn, image, prepare, tile=infer.tile, overlap=overlap, blend=infer.blend,
-                           batch_size=infer.batch_size, probabilities=probabilities)
-
-
-def segment(fn: Fn, image: np.ndarray, prepare: Prepare, infer: InferConfig,
-            probabilities: np.ndarray | None = None) -> np.ndarray:
-    """(H, W[, C]) image -> (H, W) uint8 class indices (all of `segment_bands`)."""
-    return assemble(segment_bands(fn, image, prepare, infer, probabilities), image.shape[:2])
 
 
 def _encoded(bands: Iterator[tuple[int, np.ndarray]], codec: MaskCodec, keep: np.ndarray | None
@@ -169,6 +108,7 @@ def predict(
     tile: int | None = None,
     overlap: int | None = None,
     tta: str | None = None,
+    threshold: float | None = None,
     precision: str | None = None,
     channels_last: bool | None = None,
     compile: bool | None = None,
@@ -185,23 +125,22 @@ def predict(
     with distributed_session(device) as (world, device):
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
-        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, precision=precision,
+        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, threshold=threshold, precision=precision,
                                channels_last=channels_last, compile=compile)
-        fn = build_chain(predictor, infer)
-        prepare = make_prepare(cfg.data)
+        inference = open_inference(predictor, cfg, infer)
         codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
         out = Path(output_dir)
         files = prepare_outputs(collect_inputs(inputs), out, overwrite)
         barrier()  # every rank lists the work before any rank writes, so all agree on which masks to keep
         shard = files[world.rank :: world.size]  # under torchrun each rank predicts every N-th image
         for path in tqdm(shard, desc="predict", disable=not (progress and world.main), dynamic_ncols=True):
-            _predict_one(fn, path, out, cfg, infer, prepare, codec, overlays, probabilities)
+            _predict_one(inference, path, out, cfg, codec, overlays, probabilities)
         barrier()  # every shard is written before any rank reports
         return [out / f"{path.stem}.png" for path in files]
 
 
-def _predict_one(fn: Fn, path: Path, out: Path, cfg: Config, infer: InferConfig, prepare: Prepare, codec: MaskCodec,
-                 overlays: bool, probabilities: bool) -> None:
+def _predict_one(inference: Inference, path: Path, out: Path, cfg: Config, codec: MaskCodec, overlays: bool,
+                 probabilities: bool) -> None:
     """Write `NAME.png` (and with the options `NAME_probs.npy`, `NAME_overlay.png`) for one image; a failed write
     (full disk, read-only folder) ends with one line and leaves no half-written probabilities behind."""
     image = open_image(path, cfg.data.channels)  # (H, W[, C]), possibly memory-mapped
@@ -213,7 +152,7 @@ def _predict_one(fn: Fn, path: Path, out: Path, cfg: Config, infer: InferConfig,
             probs = np.lib.format.open_memmap(probs_path, mode="w+", dtype=np.float16, shape=shape)
         # the mask is encoded and written band by band; the whole index map is kept only for an overlay
         index = np.empty(image.shape[:2], np.uint8) if overlays else None
-        bands = segment_bands(fn, image, prepare, infer, probs)
+        bands = inference.bands(image, probs)
         write_mask_rows(out / f"{path.stem}.png", image.shape[0], _encoded(bands, codec, index))
         if probs is not None:
             probs.flush()

@@ -62,6 +62,18 @@ def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=1)
 
 
+def classes_of(probs: torch.Tensor, threshold: float = 0.5, dim: int = -3) -> torch.Tensor:
+    """Class probabilities -> int64 class indices, the one rule every path (validation, evaluate, predict,
+    ensemble search) uses; `dim` is the class axis ((K, H, W) and (N, K, H, W): -3; (K, P): 0).
+
+    With 2 classes and a threshold other than 0.5 a pixel is foreground when p(class 1) > threshold; at 0.5
+    this is the arg-max itself (ties go to class 0), so the default reproduces an arg-max bit for bit.
+    """
+    if probs.shape[dim] == 2 and threshold != 0.5:
+        return (probs.select(dim, 1) > threshold).long()
+    return probs.argmax(dim)
+
+
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
@@ -106,6 +118,8 @@ class Predictor:
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) valid input -> (N, C_out, h', w') float32 logits, on the model's device."""
+        if self.model.training:  # batch statistics of a tile and dropout would make every score a different one
+            raise RuntimeError("Predictor: the model was switched to training mode; predict with an eval-mode copy")
         x = x.to(self.device, non_blocking=True)
         n = x.shape[0]
         if self.compiled is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unetkit.infer.predictor import Fn
+from unetkit.infer.predictor import Fn, classes_of
 from unetkit.infer.tiling import blend_window, read_region, release_pages, tile_starts
 
 # Finished rows are handed on in pieces of about this many pixels, so the arg-max (int64) and a caller's
@@ -108,17 +108,18 @@ def index_bands(
     batch_size: int = 4,
     probabilities: np.ndarray | None = None,
     progress: bool = False,
+    threshold: float = 0.5,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Class indices of an (H, W, C) image, top to bottom: `(top, (rows, W) uint8)` pieces (see
-    `probability_bands`). When `probabilities` is given (a (K, H, W) array, e.g. a memory-mapped .npy), the
-    blended probabilities are written into it as rows finish.
+    `probability_bands`; `threshold` as in `classes_of`). When `probabilities` is given (a (K, H, W) array, e.g.
+    a memory-mapped .npy), the blended probabilities are written into it as rows finish.
     """
     for top, probs in probability_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend,
                                         batch_size=batch_size, progress=progress):
         if probabilities is not None:
             probabilities[:, top : top + probs.shape[1]] = probs.numpy().astype(probabilities.dtype)
             release_pages(probabilities)  # written pages stay in the file cache until saved
-        yield top, probs.argmax(0).to(torch.uint8).numpy()
+        yield top, classes_of(probs, threshold).to(torch.uint8).numpy()
 
 
 def predict_tiled(

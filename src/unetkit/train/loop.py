@@ -1,20 +1,23 @@
-"""One epoch of training and one pass of validation, as plain functions."""
+"""One epoch of training and one pass of validation, as plain functions (validation is `evaluate`'s own loop)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unetkit.data.dataset import FolderDataset
-from unetkit.distributed import all_sum, any_rank
-from unetkit.infer.predictor import Predictor, predict_whole, to_probabilities
-from unetkit.metrics import ConfusionMatrix
+from unetkit.config import Config
+from unetkit.data.dataset import Pair
+from unetkit.data.masks import MaskCodec
+from unetkit.data.weightmap import WeightMapCache
+from unetkit.distributed import any_rank
+from unetkit.infer.inference import model_predictor, open_inference, validation_settings
+from unetkit.infer.predictor import to_probabilities
+from unetkit.infer.scoring import Scored, score_pairs
+from unetkit.losses import build_loss
 from unetkit.train.state import EpochProgress
 
 
@@ -102,44 +105,26 @@ def train_one_epoch(
     return progress
 
 
-@dataclass
-class Validation:
-    loss: float
-    confusion: ConfusionMatrix
-    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)  # (image, truth, pred)
-
-
-@torch.inference_mode()
 def validate(
-    predictor: Predictor,
-    dataset: FolderDataset,
-    loss_fn: nn.Module,
-    num_classes: int,
+    model: nn.Module,
+    cfg: Config,
+    pairs: Sequence[Pair],
+    codec: MaskCodec,
+    device: torch.device,
     *,
+    weights: WeightMapCache | None = None,
     keep_samples: int = 0,
     progress: bool = True,
     rank: int = 0,
     world_size: int = 1,
-) -> Validation:
-    """Predict every whole validation image (any size) and accumulate one confusion matrix over all of them.
+) -> Scored:
+    """Score the validation images exactly as `unetkit evaluate CKPT --split val` will score the checkpoint.
 
-    Under torchrun rank r predicts images r, r + world_size, ...; the confusion matrices and loss sums are then
-    summed over ranks, so every image counts exactly once whatever the world size.
+    The network is copied into eval mode with batch norm folded (`model_predictor`), so `model` itself keeps
+    its training mode, parameters and running statistics; the copy runs through the same inference and the
+    same scoring loop as `evaluate`, with the run's `infer` settings (`validation_settings`).
     """
-    confusion = ConfusionMatrix(num_classes)
-    total, samples = 0.0, []
-    shard = range(rank, len(dataset), world_size)
-    for i in tqdm(shard, desc="validate", leave=False, disable=not progress, dynamic_ncols=True):
-        item = dataset[i]
-        image, mask = item["image"], item["mask"]  # (C, H, W), (H, W)
-        logits = predict_whole(predictor.logits, image[None], predictor)  # (1, C_out, H, W)
-        target = mask[None].to(logits.device)
-        weight = item["weight"][None].to(logits.device) if "weight" in item else None
-        total += float(loss_fn(logits, target, weight))
-        pred = to_probabilities(logits).argmax(1)  # (1, H, W)
-        confusion.update(pred, target)
-        if len(samples) < keep_samples:
-            samples.append((image.numpy(), mask.numpy(), pred[0].cpu().numpy()))
-    loss_sum = all_sum(torch.tensor([total], dtype=torch.float64))
-    return Validation(float(loss_sum) / max(len(dataset), 1), confusion.all_reduce(), samples)
-
+    inference = open_inference(model_predictor(model, device), cfg, validation_settings(cfg))
+    return score_pairs(inference, pairs, codec, cfg.data.channels, loss_fn=build_loss(cfg.loss, cfg.data.num_classes),
+                       weights=weights, keep_samples=keep_samples, rank=rank, world_size=world_size,
+                       progress=progress, desc="validate")

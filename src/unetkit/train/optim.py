@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -35,3 +38,21 @@ def step_scheduler(scheduler: Scheduler, score: float) -> None:
         scheduler.step(score)
     elif scheduler is not None:
         scheduler.step()
+
+
+def restore_scheduler(scheduler: Scheduler, state: dict[str, Any] | None, epochs: int) -> None:
+    """Load a saved schedule; a cosine schedule is stretched to `epochs` (a run resumed with more epochs).
+
+    The saved state holds the old length, which would make the learning rate climb again after the old last
+    epoch. The learning rate is set to where the cosine over `epochs` stands at the saved epoch, and the
+    scheduler's own steps continue along that curve from there.
+    """
+    if scheduler is None or not state:
+        return
+    scheduler.load_state_dict(state)
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and scheduler.T_max != epochs:
+        scheduler.T_max = epochs
+        t = min(scheduler.last_epoch, epochs)
+        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * t / epochs)) / 2
+        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

@@ -18,8 +18,8 @@ import numpy as np
 
 from unetkit.errors import UnetkitError
 from unetkit.infer.pictures import write_evaluation_pictures
+from unetkit.infer.scoring import Scored
 from unetkit.metrics import scores
-from unetkit.train.loop import Validation
 from unetkit.train.plots import plot_curves, plot_samples
 from unetkit.train.state import EpochProgress
 
@@ -48,7 +48,7 @@ def write_metrics(history: list[dict[str, Any]], path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def epoch_row(progress: EpochProgress, val: Validation, val_scores: dict[str, Any], classes: list[str], lr: float,
+def epoch_row(progress: EpochProgress, val: Scored, val_scores: dict[str, Any], classes: list[str], lr: float,
               seconds: float) -> dict[str, Any]:
     """One line of metrics.csv: losses, mIoU, pixel accuracy, per-class IoU, learning rate, skipped steps."""
     return {
@@ -60,7 +60,14 @@ def epoch_row(progress: EpochProgress, val: Validation, val_scores: dict[str, An
     }
 
 
-def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Validation, val_scores: dict[str, Any],
+def best_summary(val_scores: dict[str, Any], val_loss: float | None) -> dict[str, Any]:
+    """The scores of the best epoch kept for summary.json: loss, mIoU, mean Dice, IoU and Dice per class."""
+    return {"val_loss": val_loss, "miou": val_scores["miou"], "mean_dice": val_scores["mean_dice"],
+            "per_class": {name: {"iou": row["iou"], "dice": row["dice"]}
+                          for name, row in val_scores["per_class"].items()}}
+
+
+def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Scored, val_scores: dict[str, Any],
                         colors: np.ndarray, classes: list[str]) -> None:
     """metrics.csv, curves.png and samples/epoch_NNN.png after an epoch."""
     write_metrics(history, run_dir / "metrics.csv")
@@ -72,14 +79,14 @@ def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Valid
         plot_samples(val.samples, colors, classes, path, title=f"epoch {epoch}: val mIoU {val_scores['miou']:.3f}")
 
 
-def write_final_outputs(run_dir: Path, val: Validation | None, val_scores: dict[str, Any] | None, colors: np.ndarray,
+def write_final_outputs(run_dir: Path, val: Scored | None, val_scores: dict[str, Any] | None, colors: np.ndarray,
                         classes: list[str], summary: dict[str, Any]) -> None:
     """Pictures of the last validation (IoU bars, confusion matrix, samples) and summary.json."""
     with writing(run_dir):
         if val is not None and val_scores is not None:
             write_evaluation_pictures(val_scores, val.confusion.matrix.numpy(), classes, val.samples, colors,
                                       run_dir, prefix="val_")
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def _round(value: float | None) -> float | None:

@@ -24,26 +24,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, save_config
 from unetkit.data.class_weights import class_pixel_counts, class_weights
 from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
 from unetkit.data.io import set_pixel_limit
 from unetkit.data.masks import MaskCodec
 from unetkit.data.sampler import EpochSampler, sample_seed, worker_init
-from unetkit.data.transforms import eval_transform, train_transform
+from unetkit.data.transforms import train_transform
+from unetkit.data.weightmap import weight_cache
 from unetkit.distributed import World, any_rank, broadcast_object, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
-from unetkit.infer.predictor import Predictor
 from unetkit.losses import build_loss
-from unetkit.metrics import scores
+from unetkit.metrics import headline, scores
 from unetkit.models.build import build_model
 from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
-from unetkit.train.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.train.loop import NonFiniteLoss, train_one_epoch, validate
-from unetkit.train.optim import build_optimizer, build_scheduler, step_scheduler
-from unetkit.train.outputs import epoch_row, write_epoch_outputs, write_final_outputs, writing
-from unetkit.train.setup import new_run_dir, resolve_config, resume_checkpoint, weight_cache
+from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
+from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs, writing
+from unetkit.train.setup import new_run_dir, resolve_config, resume_checkpoint
 from unetkit.train.signals import graceful_stop
 from unetkit.train.state import EpochProgress, rng_state, set_deterministic, set_rng_state
 
@@ -125,32 +125,34 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         model.to(memory_format=torch.channels_last)
     start, best_epoch, best, global_step = 1, 0, -math.inf if maximize else math.inf, 0
     history: list[dict[str, Any]] = []
+    best_scores: dict[str, Any] | None = None
     partial = None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None and checkpoint.get("scheduler"):
-            scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_scheduler(scheduler, checkpoint.get("scheduler"), cfg.train.epochs)
         scaler.load_state_dict(checkpoint["scaler"])
         start = checkpoint["epoch"] + 1
         best_epoch, best, history = checkpoint["best_epoch"], checkpoint["best_score"], checkpoint["history"]
+        best_scores = checkpoint.get("best_scores")
         global_step, partial = checkpoint.get("global_step", 0), checkpoint.get("progress")
         if partial is not None and checkpoint.get("world_size", 1) != world.size:
             say(f"the run was saved mid-epoch by {checkpoint.get('world_size', 1)} process(es), now there are "
                 f"{world.size}: epoch {partial['epoch']} starts again from its beginning")
             global_step -= partial["steps"]
             partial = None
+        where = (f"epoch {partial['epoch']}, step {partial['steps']}" if partial is not None
+                 else f"the start of epoch {start}")
+        say(f"resuming {run_dir if resume is None else resume} at {where} (global step {global_step})")
     if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
         seed_everything(sample_seed(cfg.train.seed, world.rank, global_step))
     elif checkpoint is not None and "rng" in checkpoint:
         set_rng_state(checkpoint["rng"])
     net = _parallel(model, cfg, world, device)
 
-    weights = weight_cache(data, num_classes)
+    weights = weight_cache(data)
     train_set = FolderDataset(pairs=train_pairs, channels=data.channels, codec=codec, weights=weights,
                               transform=train_transform(data, model.margin), repeats=data.crops_per_image)
-    val_set = FolderDataset(pairs=val_pairs, channels=data.channels, codec=codec, weights=weights,
-                            transform=eval_transform(data))
     sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=world.rank,
                            world_size=world.size)
     loader = DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
@@ -158,15 +160,13 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                         worker_init_fn=worker_init, generator=torch.Generator().manual_seed(cfg.train.seed))
     loss_fn = build_loss(cfg.loss, num_classes).to(device)
     colors = codec.colors()
-    predictor = Predictor(model, device, amp=use_amp, precision="bf16" if cfg.train.bf16 else "fp32",
-                          channels_last=cfg.train.channels_last)
 
     def snapshot(epoch: int, current: EpochProgress | None, val_scores: dict[str, Any] | None) -> dict[str, Any]:
         return make_checkpoint(
             model, cfg, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
             scaler=scaler.state_dict(), epoch=epoch, progress=current.state_dict() if current else None,
             global_step=global_step, world_size=world.size, best_epoch=best_epoch, best_score=best, history=history,
-            rng=rng_state(), val_scores=val_scores)
+            rng=rng_state(), val_scores=val_scores, best_scores=best_scores)
 
     if start > cfg.train.epochs:
         say(f"{run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
@@ -212,9 +212,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                     f"loss became {err.value} in epoch {epoch} at step {err.step} (global step {global_step + 1}); "
                     f"the weights were not updated and {kept}; lower optim.lr, check the data, or set "
                     "train.on_nonfinite: skip") from None
-            val = validate(predictor, val_set, loss_fn, num_classes, keep_samples=cfg.train.sample_images,
+            val = validate(model, cfg, val_pairs, codec, device, weights=weights, keep_samples=cfg.train.sample_images,
                            progress=show, rank=world.rank, world_size=world.size)
-            model.train()
             val_scores = scores(val.confusion.matrix, data.classes)
             score = val_scores["miou"] if maximize else val.loss
             lr = optimizer.param_groups[0]["lr"]
@@ -224,6 +223,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
             improved = score > best if maximize else score < best
             if improved:
                 best, best_epoch = score, epoch
+                best_scores = best_summary(val_scores, val.loss)
             if world.main:
                 state = snapshot(epoch, None, val_scores)
                 state["val_confusion"] = val.confusion.matrix  # (C, C) over every validation image, all ranks
@@ -233,7 +233,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                 write_epoch_outputs(run_dir, history, val, val_scores, colors, data.classes)
             skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
             say(f"epoch {epoch}/{cfg.train.epochs}  train loss {whole.mean_loss():.4f}  val loss {val.loss:.4f}  "
-                f"val mIoU {val_scores['miou']:.4f}{'  (best)' if improved else ''}  "
+                f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
                 f"{history[-1]['seconds']:.0f}s{skipped}")
             if any_rank(stop.requested) and epoch < cfg.train.epochs:
                 raise TrainingStopped(f"stopped by {stop.signal_name or 'a signal on another rank'} after epoch "
@@ -244,7 +244,9 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                 say(f"time budget of {budget} minutes used up after epoch {epoch}")
                 break
     if world.main:
-        summary = {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history)}
+        summary = {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history),
+                   "seconds": round(sum(row["seconds"] for row in history), 2), "best": best_scores,
+                   "threshold": cfg.infer.threshold}
         write_final_outputs(run_dir, val, val_scores, colors, data.classes, summary)
     return RunResult(run_dir, best_epoch, best, history)
 

@@ -10,12 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from unetkit.config import Config, DataConfig
+from unetkit.checkpoint import load_checkpoint
+from unetkit.config import Config
 from unetkit.data.transforms import default_augment
-from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
 from unetkit.models.encoders import encoder_normalization
-from unetkit.train.checkpoint import load_checkpoint
 
 
 def new_run_dir(cfg: Config, name: str) -> Path:
@@ -31,15 +30,6 @@ def new_run_dir(cfg: Config, name: str) -> Path:
     except OSError as err:
         raise UnetkitError(f"cannot create run folder {run_dir}: {err.strerror}; set train.output_dir") from None
     return run_dir
-
-
-def weight_cache(data: DataConfig, num_classes: int) -> WeightMapCache | None:
-    """The border weight maps of the paper, computed once per mask, when the config asks for them."""
-    wm = data.weight_map
-    if wm is None:
-        return None
-    return WeightMapCache(object_classes=wm.object_classes, num_classes=num_classes, w0=wm.w0, sigma=wm.sigma,
-                          class_balance=wm.class_balance, cache_dir=wm.cache_dir)
 
 
 def resolve_config(cfg: Config) -> Config:

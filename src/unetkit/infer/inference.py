@@ -1,0 +1,116 @@
+"""The one way unetkit turns a network into masks: validation during training, `evaluate`, `predict`,
+`ensemble --search` and the benchmarks all open their inference here.
+
+Two paths that compute the same thing drift apart (a validation that ran the network in training mode once
+reported mIoU 0.70 for a model that evaluates at 0.27), so there is a single chain:
+
+    network -> `model_predictor` (eval-mode copy, batch norm folded) -> speed options -> TTA -> `Inference`
+
+and a single rule for whole images: one mirror-padded pass when the image fits in `infer.tile`, else
+overlap-tile prediction, then `classes_of` (arg-max, or the binary threshold). A checkpoint loaded from disk
+and the live model of a training run therefore give the same integers in every confusion matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+from torch import nn
+
+from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
+from unetkit.config import Config, InferConfig
+from unetkit.errors import UnetkitError
+from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
+from unetkit.infer.ensemble import ensemble_from_file, file_format
+from unetkit.infer.onnx_backend import load_onnx
+from unetkit.infer.predictor import Fn, Predictor, classes_of, configure_speed, predict_whole
+from unetkit.infer.source import make_prepare
+from unetkit.infer.tiled import Prepare, assemble, index_bands
+from unetkit.infer.tta import TTA
+from unetkit.models.fold import fold_batch_norm
+from unetkit.runtime import resolve_device
+
+
+def model_predictor(model: nn.Module, device: torch.device) -> Predictor:
+    """A predictor over an eval-mode copy of `model` with batch norm folded into its convolutions.
+
+    The copy is what makes validation honest: the model being trained keeps its mode, parameters and
+    running statistics, and the copy computes exactly what the same weights loaded from a checkpoint compute.
+    """
+    return Predictor(fold_batch_norm(model), device)
+
+
+def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Config]:
+    """A ready predictor and the config to run it with, from a checkpoint, an ensemble or an ONNX file.
+
+    An ensemble's members normalize their own input, so its config has data.mean 0 and std 1: `prepare`
+    then only scales the pixels to [0, 1]. A `.onnx` file runs on onnxruntime with its embedded config.
+    """
+    if Path(checkpoint).suffix.lower() == ".onnx":
+        return load_onnx(checkpoint, device)
+    if file_format(checkpoint) == ENSEMBLE_FORMAT:
+        return ensemble_from_file(checkpoint, resolve_device(device))
+    model, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))
+    return model_predictor(model, resolve_device(device)), cfg
+
+
+def infer_settings(cfg: Config, **flags: object) -> InferConfig:
+    """The checkpoint's inference settings with the command-line flags that were given (not None) applied."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
+    except ValidationError as err:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc']))} {e.get('input')!r}: {e['msg']}" for e in err.errors())
+        raise UnetkitError(f"invalid inference option: {problems}") from None
+
+
+def validation_settings(cfg: Config) -> InferConfig:
+    """What validation during training runs with: the run's own `infer` settings (tiles, overlap, blend, TTA,
+    precision, threshold), without compiling (a fresh copy of the network is scored every epoch) and without
+    the slow EM scores. `evaluate` with no flags uses the same settings, so it reproduces validation exactly."""
+    return cfg.infer.model_copy(update={"compile": False, "em_scores": False})
+
+
+def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
+    """Compose the inference callables: predictor (with its speed options), then test-time augmentation."""
+    configure_speed(predictor, infer.precision, infer.channels_last, infer.compile)
+    return TTA(predictor, infer.tta) if infer.tta != "none" else predictor
+
+
+@dataclass
+class Inference:
+    """A network ready to segment whole images: the chain `fn` ((N, C, h, w) normalized input -> (N, K, h', w')
+    probabilities), the pixel preparation of its config and the options it runs with."""
+
+    fn: Fn
+    prepare: Prepare
+    infer: InferConfig
+
+    def bands(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
+        it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish."""
+        infer = self.infer
+        height, width = image.shape[:2]
+        if max(height, width) <= infer.tile:
+            probs = predict_whole(self.fn, self.prepare(np.asarray(image))[None])[0]  # (K, H, W)
+            if probabilities is not None:
+                probabilities[:] = probs.numpy().astype(probabilities.dtype)
+            yield 0, classes_of(probs, infer.threshold).numpy().astype(np.uint8)
+            return
+        yield from index_bands(self.fn, image, self.prepare, tile=infer.tile, overlap=infer.overlap_for(self.fn.margin),
+                               blend=infer.blend, batch_size=infer.batch_size, probabilities=probabilities,
+                               threshold=infer.threshold)
+
+    def segment(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
+        """(H, W[, C]) image -> (H, W) uint8 class indices (all of `bands`)."""
+        return assemble(self.bands(image, probabilities), image.shape[:2])
+
+
+def open_inference(predictor: Fn, cfg: Config, infer: InferConfig) -> Inference:
+    """The inference of `predictor` (see `model_predictor`, `load_predictor`) under `cfg`'s normalization."""
+    return Inference(build_chain(predictor, infer), make_prepare(cfg.data), infer)

@@ -1,0 +1,90 @@
+"""Scoring an `Inference` on labelled images: the one loop behind validation during training and `evaluate`.
+
+Each image is read with its mask, segmented by `Inference.segment` (the path `predict` takes), counted into one
+confusion matrix, and, when a loss is given, scored with the configured loss on the predicted probabilities.
+Under torchrun rank r scores images r, r + world_size, ...; the integer counts and the loss sums are then
+summed over ranks, so every image counts exactly once whatever the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from unetkit.data.dataset import Pair, load_pair
+from unetkit.data.masks import MaskCodec
+from unetkit.data.weightmap import WeightMapCache
+from unetkit.distributed import all_sum
+from unetkit.em_scores import EMScoreAccumulator
+from unetkit.infer.inference import Inference
+from unetkit.losses import SegmentationLoss, WeightedCrossEntropy, loss_of_probabilities
+from unetkit.metrics import ConfusionMatrix
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (C, H, W) in [0, 1], truth (H, W), prediction (H, W)
+
+
+@dataclass
+class Scored:
+    """What scoring a set of images gives: the counts, the mean loss per image, a few pictures, EM scores."""
+
+    confusion: ConfusionMatrix
+    loss: float | None = None  # mean over images of the configured loss (None when no loss was asked for)
+    samples: list[Sample] = field(default_factory=list)
+    em: EMScoreAccumulator | None = None
+
+
+def _image_loss(loss_fn: SegmentationLoss, probs: np.ndarray, mask: np.ndarray, weight: np.ndarray | None) -> float:
+    """Loss of one image's (K, H, W) probabilities against its (H, W) mask (and border weight map)."""
+    target = torch.from_numpy(mask).long()[None]  # (1, H, W)
+    pixel_weight = torch.from_numpy(weight)[None] if weight is not None else None
+    return float(loss_of_probabilities(loss_fn, torch.from_numpy(probs)[None], target, pixel_weight))
+
+
+@torch.inference_mode()
+def score_pairs(
+    inference: Inference,
+    pairs: Sequence[Pair],
+    codec: MaskCodec,
+    channels: int,
+    *,
+    loss_fn: SegmentationLoss | None = None,
+    weights: WeightMapCache | None = None,
+    em_scores: bool = False,
+    keep_samples: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> Scored:
+    """Segment every pair with `inference` and accumulate one confusion matrix (and loss, EM scores) over all.
+
+    `weights` gives the border weight maps a `weighted_ce` loss needs; `keep_samples` keeps the first few
+    (image, truth, prediction) triples of this rank for pictures.
+    """
+    k = codec.num_classes
+    scored = Scored(ConfusionMatrix(k), em=EMScoreAccumulator() if em_scores else None)
+    total = 0.0
+    if loss_fn is None or not any(isinstance(t, WeightedCrossEntropy) for t in loss_fn.terms):
+        weights = None  # the border maps cost time and only `weighted_ce` reads them
+    for pair in tqdm(pairs[rank::world_size], desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
+        image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) uint8 class indices
+        probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None else None
+        pred = inference.segment(image, probs)  # (H, W) uint8
+        scored.confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+        if loss_fn is not None and probs is not None:
+            weight = weights.get(pair[1], mask) if weights is not None else None
+            total += _image_loss(loss_fn, probs, mask, weight)
+        if scored.em is not None:
+            scored.em.update(mask == 1, pred == 1)
+        if len(scored.samples) < keep_samples:
+            scored.samples.append((image.transpose(2, 0, 1), mask, pred))
+    scored.confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
+    if scored.em is not None:
+        scored.em.all_reduce()
+    if loss_fn is not None:
+        scored.loss = float(all_sum(torch.tensor([total], dtype=torch.float64))) / max(len(pairs), 1)
+    return scored
