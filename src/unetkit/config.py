@@ -38,9 +38,14 @@ class MaskConfig(Strict):
     # Raw value (index / gray_values) or colour (palette) of pixels to ignore, e.g. CamVid's void = 11.
     ignore_value: int | None = None
     ignore_color: tuple[int, int, int] | None = None
+    # binary only: masks that are almost binary (JPEG-compressed or anti-aliased, e.g. values 0-8 and 247-255)
+    # are read as "raw value > threshold" = the high value (255), else the low value (0); e.g. threshold: 127
+    threshold: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> MaskConfig:
+        if self.threshold is not None and self.encoding != "binary":
+            raise ValueError("data.mask.threshold is for encoding 'binary' only")
         if self.encoding == "palette" and not self.palette:
             raise ValueError("encoding 'palette' needs `palette`: one [R, G, B] colour per class")
         if self.encoding == "gray_values" and not self.values:

@@ -88,6 +88,19 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics), in place.
+
+    Each rank updates its running statistics with its own last batch, so after an epoch they differ between
+    ranks; rank 0's are the ones saved in the checkpoint, so validation must use those on every rank to score
+    what `evaluate` will score. (DDP sends rank 0's buffers again at the next training forward anyway.)
+    """
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        with torch.no_grad():
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
+
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from unetkit.config import DataConfig
 from unetkit.data.io import list_images, read_image, read_raw
-from unetkit.data.masks import MaskCodec
+from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
 from unetkit.data.sampler import seed_pipeline
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
@@ -104,11 +104,42 @@ def test_pairs(cfg: DataConfig) -> list[Pair]:
 def load_pair(pair: Pair, channels: int, codec: MaskCodec) -> tuple[np.ndarray, np.ndarray]:
     """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices."""
     image = read_image(pair[0], channels)
-    mask = codec.decode(read_raw(pair[1]), str(pair[1]))
+    raw = read_raw(pair[1])
+    try:
+        mask = codec.decode(raw, str(pair[1]))
+    except UnetkitError as err:
+        raise UnetkitError(swap_hint(pair, raw) or str(err)) from None
     if image.shape[:2] != mask.shape[:2]:
         raise UnetkitError(f"{pair[1]}: mask is {mask.shape[1]}x{mask.shape[0]} but image {pair[0].name} is "
                            f"{image.shape[1]}x{image.shape[0]} (width x height); masks must match their images")
     return image, mask
+
+
+def _distinct(raw: np.ndarray, limit: int) -> int:
+    """Distinct values (gray) or colours (RGB) of `raw`, counted exactly up to `limit` + 1."""
+    flat = raw.reshape(-1, raw.shape[2]) if raw.ndim == 3 else raw.reshape(-1, 1)
+    sample = flat[:: max(1, len(flat) // 200_000)]  # a strided sample is enough to tell an image from a mask
+    return min(len(np.unique(sample, axis=0)), limit + 1)
+
+
+def swap_hint(pair: Pair, raw_mask: np.ndarray) -> str | None:
+    """A one-line diagnosis when the "mask" looks like a photograph: many values or colours. When the "image"
+    has few values (it looks like a mask), the folders are most likely swapped; say which settings to exchange."""
+    many = _distinct(raw_mask, MAX_MASK_VALUES)
+    if many <= MAX_MASK_VALUES:
+        return None
+    if raw_mask.ndim == 2 and np.issubdtype(raw_mask.dtype, np.integer):
+        values, counts = np.unique(raw_mask, return_counts=True)
+        if near_binary_threshold(values, counts) is not None:
+            return None  # a compressed binary mask: the codec's message suggests data.mask.threshold
+    kind = "colours" if raw_mask.ndim == 3 and raw_mask.shape[2] >= 3 else "values"
+    few = _distinct(read_raw(pair[0]), MAX_MASK_VALUES)
+    if few <= MAX_MASK_VALUES:
+        return (f"{pair[1]}: this mask holds more than {MAX_MASK_VALUES} distinct {kind} and its image "
+                f"{pair[0].name} only {few}: the image and mask folders look swapped; exchange data.train_images "
+                "and data.train_masks (or --images and --masks)")
+    return (f"{pair[1]}: this mask holds more than {MAX_MASK_VALUES} distinct {kind}: it looks like an image, not "
+            "a mask; check the masks folder (unetkit data inspect DIR shows what it holds)")
 
 
 def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> np.ndarray:

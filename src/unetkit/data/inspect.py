@@ -18,9 +18,9 @@ import tifffile
 from PIL import Image
 
 from unetkit.data.io import IMAGE_EXTENSIONS, read_raw
+from unetkit.data.masks import MAX_MASK_VALUES, near_binary_threshold
 from unetkit.errors import UnetkitError
 
-MAX_MASK_VALUES = 32  # more distinct values than this and a "mask" is most likely an image
 _TIFF = (".tif", ".tiff")
 _PIL_MODES = {"1": "1-bit", "L": "gray 8-bit", "LA": "gray 8-bit", "P": "paletted 8-bit", "RGB": "RGB 8-bit",
               "RGBA": "RGBA 8-bit", "I;16": "gray 16-bit", "I;16B": "gray 16-bit", "I;16L": "gray 16-bit",
@@ -219,6 +219,17 @@ def _suggest_mask(kind: str | None, values: np.ndarray, pixels: np.ndarray) -> t
         return {"encoding": "palette", "palette": [_colour(int(v)) for v in values]}, placeholder, [
             "class i has the i-th palette colour (sorted by value); reorder palette and classes together"]
     found = [int(v) for v in values]
+    threshold = near_binary_threshold(values, pixels)
+    if threshold is not None:
+        high_side = pixels[values > threshold].sum()
+        fg = 255 if high_side <= pixels.sum() - high_side else 0
+        share = float(pixels[(values <= values.min() + (values.max() - values.min()) / 8)
+                             | (values >= values.max() - (values.max() - values.min()) / 8)].sum() / pixels.sum())
+        return {"encoding": "binary", "foreground_value": fg, "threshold": threshold}, ["background", "foreground"], [
+            f"masks are almost binary ({n} values, {share:.1%} of pixels near {found[0]} or {found[-1]}: "
+            f"JPEG-compressed or anti-aliased); threshold {threshold} reads values above it as 255, the rest as 0",
+            f"foreground_value {fg} is the rarer side; if the other side marks the objects, use "
+            f"foreground_value: {255 - fg}"]
     if set(found) in ({0, 255}, {0, 1}):
         fg, other = (found[0], found[1]) if pixels[0] <= pixels[1] else (found[1], found[0])
         share = float(pixels[found.index(fg)] / pixels.sum())

@@ -18,6 +18,28 @@ from unetkit.errors import UnetkitError
 
 _INVALID = -1  # lookup-table entry for raw values the encoding does not declare
 _MAX_RAW = 65536  # gray masks are at most 16-bit
+MAX_MASK_VALUES = 32  # more distinct values than this and a "mask" is most likely an image
+NEAR_BINARY_SHARE = 0.95  # share of pixels at the two extremes for a mask to count as almost binary
+
+
+def near_binary_threshold(values: np.ndarray, counts: np.ndarray) -> int | None:
+    """A `data.mask.threshold` for gray masks that are binary up to compression or anti-aliasing, else None.
+
+    `values` (K,) distinct gray values, `counts` (K,) their pixels. Almost binary: more than two values, the
+    lowest and highest far apart (at least 64 levels), and at least 95% of the pixels within an eighth of that
+    range of one of them (a JPEG of a 0/255 mask keeps almost every pixel at 0-8 or 247-255). The suggested
+    threshold is the midpoint.
+    """
+    if len(values) <= 2:
+        return None
+    low, high = int(values.min()), int(values.max())
+    span = high - low
+    if span < 64:
+        return None
+    near = (values <= low + span / 8) | (values >= high - span / 8)
+    if counts[near].sum() < NEAR_BINARY_SHARE * counts.sum():
+        return None
+    return (low + high) // 2
 
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
@@ -89,6 +111,8 @@ class MaskCodec:
     def decode(self, raw: np.ndarray, path: str = "mask") -> np.ndarray:
         """Raw mask `(H, W)` or `(H, W, 3)` -> `(H, W)` uint8 class indices, ignored pixels = `IGNORE_INDEX`."""
         raw = self._check_layout(self._as_integer(raw, path), path)
+        if self.encoding == "binary" and self.cfg.threshold is not None:
+            return self._threshold(raw)
         if self.encoding == "palette":
             keys = _pack(raw)
             pos = np.clip(np.searchsorted(self._keys, keys), 0, len(self._keys) - 1)
@@ -106,7 +130,16 @@ class MaskCodec:
             out = looked_up.astype(np.uint8)
             keys = raw
         if invalid.any():
-            raise self._unexpected(np.unique(keys[invalid]), path)
+            raise self._unexpected(np.unique(keys[invalid]), path, raw)
+        return out
+
+    def _threshold(self, raw: np.ndarray) -> np.ndarray:
+        """Binary masks read with `data.mask.threshold`: raw > threshold is the high value (255), the rest the
+        low value (0); `foreground_value` then says which of the two is class 1."""
+        high = raw > self.cfg.threshold
+        out = (high if self.cfg.foreground_value != 0 else ~high).astype(np.uint8)
+        if self._ignore_raw is not None:
+            out[raw == self._ignore_raw] = IGNORE_INDEX
         return out
 
     @staticmethod
@@ -133,6 +166,8 @@ class MaskCodec:
                     "or gray_values (a paletted PNG stores class indices, read as encoding: index)"
                 )
             return raw
+        if raw.ndim == 3 and self.encoding == "binary" and self.cfg.threshold is not None:
+            return raw.max(axis=2)  # a compressed RGB copy of a binary mask: channels differ a little
         if raw.ndim == 3:
             if not ((raw[..., 0] == raw[..., 1]).all() and (raw[..., 0] == raw[..., 2]).all()):
                 raise UnetkitError(
@@ -141,7 +176,7 @@ class MaskCodec:
             raw = raw[..., 0]  # an RGB file of gray values
         return raw
 
-    def _unexpected(self, values: np.ndarray, path: str) -> UnetkitError:
+    def _unexpected(self, values: np.ndarray, path: str, raw: np.ndarray) -> UnetkitError:
         if self.encoding == "palette":
             shown = [f"({v >> 16}, {(v >> 8) & 255}, {v & 255})" for v in values[:5].tolist()]
             declared = f"palette {[tuple(c) for c in self.cfg.palette or []]}"
@@ -156,6 +191,16 @@ class MaskCodec:
             if self.cfg.ignore_value is not None:
                 declared += f" and ignore_value {self.cfg.ignore_value}"
         more = f" ({len(values)} distinct in all)" if len(values) > 5 else ""
+        found, counts = np.unique(raw, return_counts=True) if self.encoding != "palette" else (values, values)
+        threshold = near_binary_threshold(found, counts) if self.encoding == "binary" else None
+        if threshold is not None:
+            low, high = int(found.min()), int(found.max())
+            span = (high - low) / 8
+            extremes = counts[(found <= low + span) | (found >= high - span)].sum() / counts.sum()
+            return UnetkitError(
+                f"{path}: mask holds {len(found)} values from {low} to {high}, {extremes:.1%} of pixels near {low} "
+                f"or {high}: an almost binary mask (JPEG-compressed or anti-aliased); set data.mask.threshold: "
+                f"{threshold} to read values above {threshold} as {high}")
         return UnetkitError(
             f"{path}: mask holds {', '.join(shown)}{more}, not declared by data.mask.encoding "
             f"'{self.encoding}' ({declared}); fix the mask or data.mask"

@@ -33,7 +33,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.data.sampler import EpochSampler, sample_seed, worker_init
 from unetkit.data.transforms import train_transform
 from unetkit.data.weightmap import weight_cache
-from unetkit.distributed import World, any_rank, broadcast_object, init_distributed, shutdown
+from unetkit.distributed import World, any_rank, broadcast_buffers, broadcast_object, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
@@ -212,6 +212,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                     f"loss became {err.value} in epoch {epoch} at step {err.step} (global step {global_step + 1}); "
                     f"the weights were not updated and {kept}; lower optim.lr, check the data, or set "
                     "train.on_nonfinite: skip") from None
+            broadcast_buffers(model)  # every rank validates the weights and statistics rank 0 saves
             val = validate(model, cfg, val_pairs, codec, device, weights=weights, keep_samples=cfg.train.sample_images,
                            progress=show, rank=world.rank, world_size=world.size)
             val_scores = scores(val.confusion.matrix, data.classes)
