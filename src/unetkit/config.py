@@ -8,6 +8,7 @@ overrides are applied to the YAML tree before validation, so they obey the same 
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -285,16 +286,47 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
 
 
-def config_from_dict(tree: dict[str, Any], source: str = "config") -> Config:
-    """Validate a plain tree into a `Config`, turning pydantic's report into one line per key path."""
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config section at `loc` (a pydantic error location, ending in the unknown key) accepts."""
+    model: Any = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _problem(e: Any) -> str:
+    """One pydantic error as `key.path: message`, with a "did you mean" for a misspelt key."""
+    loc = tuple(e["loc"])
+    message = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_keys(loc), n=1, cutoff=0.6)
+        message = "unknown key" + (f"; did you mean {close[0]}?" if close else "")
+    where = ".".join(str(p) for p in loc)
+    return f"{where}: {message}" if where else message
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "config", overrides: dict[str, str] | None = None) -> Config:
+    """Validate a plain tree into a `Config`, turning pydantic's report into one line per key path.
+
+    `overrides` maps the dotted keys given with `--set` to their assignments, so a bad value set on the command
+    line is blamed on `--set key=value`, not on the config file.
+    """
     try:
         return Config.model_validate(_expand(tree))
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            message = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{where}: {message}")
+        problems = [_problem(e) for e in err.errors()]
+        blamed = [(key, text) for key in (overrides or {}) for text in problems if text.startswith(f"{key}:")
+                  or text.startswith(f"{key}.")]
+        if blamed and len(blamed) == len(problems):
+            raise UnetkitError("; ".join(f"--set {overrides[key]}: {text.split(': ', 1)[1]}"  # type: ignore[index]
+                                         for key, text in blamed)) from None
         raise UnetkitError(f"{source}: " + "; ".join(problems)) from None
 
 
@@ -319,7 +351,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         tree = loaded or {}
     for assignment in overrides or []:
         apply_override(tree, assignment)
-    return config_from_dict(tree, source)
+    given = {a.split("=", 1)[0].strip(): a for a in overrides or []}
+    return config_from_dict(tree, source, given)
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -137,6 +137,10 @@ def export_model(checkpoint: str | Path, output: str | Path, fmt: Literal["onnx"
     than `TOLERANCE`. Returns the written path.
     """
     output = Path(output)
+    if output.is_dir():
+        raise UnetkitError(f"-o {output} is a folder; give the file to write, e.g. -o {output / 'model.onnx'}")
+    if not output.parent.is_dir():
+        raise UnetkitError(f"-o {output}: folder {output.parent} does not exist; create it first")
     if fmt not in ("onnx", "torchscript"):
         raise UnetkitError(f"export format {fmt!r} is unknown; use 'onnx' or 'torchscript'")
     if fmt == "onnx" and opset not in OPSETS:

@@ -206,3 +206,33 @@ def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
         return image
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def file_channels(path: Path) -> int | None:
+    """1 (gray) or 3 (colour) as the file header says, without decoding pixels; None when it cannot tell."""
+    try:
+        if Path(path).suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tif:
+                samples = tif.pages[0].samplesperpixel
+            return 3 if samples >= 3 else 1
+        with Image.open(path) as img:
+            return 3 if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else 1
+    except Exception:  # an unreadable file is reported, naming it, when it is read
+        return None
+
+
+def channel_warning(files: list[Path], channels: int) -> str | None:
+    """One line when some inputs have another channel count than the model takes, saying how they are converted
+    (colour -> gray by luminance, gray -> colour by repeating); None when all match.
+
+    A model trained on colour images applied to gray ones (or the reverse) still runs, but sees images unlike
+    its training data; the user should know, once per run, not per file.
+    """
+    other = [f for f in files if (found := file_channels(f)) is not None and found != channels]
+    if not other:
+        return None
+    model = "gray" if channels == 1 else "RGB"
+    theirs = "RGB" if channels == 1 else "gray"
+    how = "converted to gray by luminance" if channels == 1 else "repeated into 3 channels"
+    return (f"warning: the model takes {model} images (data.channels {channels}); {len(other)} of {len(files)} "
+            f"input(s) are {theirs} (e.g. {other[0].name}) and are {how}")

@@ -26,8 +26,8 @@ def near_binary_threshold(values: np.ndarray, counts: np.ndarray) -> int | None:
     """A `data.mask.threshold` for gray masks that are binary up to compression or anti-aliasing, else None.
 
     `values` (K,) distinct gray values, `counts` (K,) their pixels. Almost binary: more than two values, the
-    lowest and highest far apart (at least 64 levels), and at least 95% of the pixels within an eighth of that
-    range of one of them (a JPEG of a 0/255 mask keeps almost every pixel at 0-8 or 247-255). The suggested
+    lowest and highest far apart (at least 64 levels), at least 95% of the pixels within an eighth of that
+    range of one of them, and at most a quarter of the pixels off the two extremes (a JPEG of a 0/255 mask keeps almost every pixel at 0-8 or 247-255). The suggested
     threshold is the midpoint.
     """
     if len(values) <= 2:
@@ -38,6 +38,9 @@ def near_binary_threshold(values: np.ndarray, counts: np.ndarray) -> int | None:
         return None
     near = (values <= low + span / 8) | (values >= high - span / 8)
     if counts[near].sum() < NEAR_BINARY_SHARE * counts.sum():
+        return None
+    strays = counts[(values != low) & (values != high)].sum()
+    if strays > 0.25 * counts.sum():  # compression noise touches a few pixels, not a quarter of them
         return None
     return (low + high) // 2
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from unetkit.config import Config
 from unetkit.data.dataset import Pair, dataset_pairs, pair_files, test_pairs
-from unetkit.data.io import set_pixel_limit
+from unetkit.data.io import channel_warning, set_pixel_limit
 from unetkit.data.masks import MaskCodec
 from unetkit.data.weightmap import weight_cache
 from unetkit.distributed import distributed_session
@@ -96,6 +97,9 @@ def evaluate(
             raise UnetkitError("EM scores need a binary boundary model; "
                                f"this one has {cfg.data.num_classes} classes")
         pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
+        warning = channel_warning([image for image, _ in pairs], cfg.data.channels)
+        if warning and world.main:
+            print(warning, file=sys.stderr)
         scored = score_pairs(open_inference(predictor, cfg, infer), pairs, codec, cfg.data.channels,
                              loss_fn=evaluation_loss(cfg), weights=weight_cache(cfg.data), em_scores=infer.em_scores,
                              keep_samples=3, rank=world.rank, world_size=world.size,

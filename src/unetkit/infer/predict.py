@@ -8,6 +8,7 @@ palette stays a palette), optionally `NAME_overlay.png` (class colours over the 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from unetkit.config import Config
-from unetkit.data.io import list_images, set_pixel_limit
+from unetkit.data.io import channel_warning, list_images, set_pixel_limit
 from unetkit.data.masks import MaskCodec
 from unetkit.data.writers import write_image, write_mask_rows
 from unetkit.distributed import barrier, distributed_session
@@ -131,6 +132,9 @@ def predict(
         codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
         out = Path(output_dir)
         files = prepare_outputs(collect_inputs(inputs), out, overwrite)
+        warning = channel_warning(files, cfg.data.channels)
+        if warning and world.main:
+            print(warning, file=sys.stderr)
         barrier()  # every rank lists the work before any rank writes, so all agree on which masks to keep
         shard = files[world.rank :: world.size]  # under torchrun each rank predicts every N-th image
         for path in tqdm(shard, desc="predict", disable=not (progress and world.main), dynamic_ncols=True):

@@ -42,6 +42,11 @@ def resolve_config(cfg: Config) -> Config:
         norm = encoder_normalization(cfg.model.encoder, cfg.model.encoder_weights, cfg.data.channels)
         if norm is not None:
             cfg.data.mean, cfg.data.std = norm
+    channels = cfg.data.channels
+    for key in ("mean", "std"):  # one value means every channel: config.yaml says so with one value each
+        values = getattr(cfg.data, key)
+        if len(values) == 1 and channels > 1:
+            setattr(cfg.data, key, values * channels)
     return cfg
 
 
