@@ -27,8 +27,8 @@ def near_binary_threshold(values: np.ndarray, counts: np.ndarray) -> int | None:
 
     `values` (K,) distinct gray values, `counts` (K,) their pixels. Almost binary: more than two values, the
     lowest and highest far apart (at least 64 levels), at least 95% of the pixels within an eighth of that
-    range of one of them, and at most a quarter of the pixels off the two extremes (a JPEG of a 0/255 mask keeps almost every pixel at 0-8 or 247-255). The suggested
-    threshold is the midpoint.
+    range of one of them, and at most a quarter of the pixels off the two extremes (a JPEG of a 0/255 mask
+    keeps almost every pixel at 0-8 or 247-255). The suggested threshold is the midpoint.
     """
     if len(values) <= 2:
         return None
