@@ -18,7 +18,7 @@ import tifffile
 from PIL import Image
 
 from unetkit.data.io import IMAGE_EXTENSIONS, read_raw
-from unetkit.data.masks import MAX_MASK_VALUES, near_binary_threshold
+from unetkit.data.masks import MAX_MASK_VALUES, extreme_share, near_binary_threshold
 from unetkit.errors import UnetkitError
 
 _TIFF = (".tif", ".tiff")
@@ -223,8 +223,7 @@ def _suggest_mask(kind: str | None, values: np.ndarray, pixels: np.ndarray) -> t
     if threshold is not None:
         high_side = pixels[values > threshold].sum()
         fg = 255 if high_side <= pixels.sum() - high_side else 0
-        share = float(pixels[(values <= values.min() + (values.max() - values.min()) / 8)
-                             | (values >= values.max() - (values.max() - values.min()) / 8)].sum() / pixels.sum())
+        share = extreme_share(values, pixels)
         return {"encoding": "binary", "foreground_value": fg, "threshold": threshold}, ["background", "foreground"], [
             f"masks are almost binary ({n} values, {share:.1%} of pixels near {found[0]} or {found[-1]}: "
             f"JPEG-compressed or anti-aliased); threshold {threshold} reads values above it as 255, the rest as 0",

@@ -22,6 +22,13 @@ MAX_MASK_VALUES = 32  # more distinct values than this and a "mask" is most like
 NEAR_BINARY_SHARE = 0.95  # share of pixels at the two extremes for a mask to count as almost binary
 
 
+def extreme_share(values: np.ndarray, counts: np.ndarray) -> float:
+    """Share of pixels within an eighth of the value range of the lowest or the highest value."""
+    low, high = values.min(), values.max()
+    span = (high - low) / 8
+    return float(counts[(values <= low + span) | (values >= high - span)].sum() / counts.sum())
+
+
 def near_binary_threshold(values: np.ndarray, counts: np.ndarray) -> int | None:
     """A `data.mask.threshold` for gray masks that are binary up to compression or anti-aliasing, else None.
 
@@ -36,8 +43,7 @@ def near_binary_threshold(values: np.ndarray, counts: np.ndarray) -> int | None:
     span = high - low
     if span < 64:
         return None
-    near = (values <= low + span / 8) | (values >= high - span / 8)
-    if counts[near].sum() < NEAR_BINARY_SHARE * counts.sum():
+    if extreme_share(values, counts) < NEAR_BINARY_SHARE:
         return None
     strays = counts[(values != low) & (values != high)].sum()
     if strays > 0.25 * counts.sum():  # compression noise touches a few pixels, not a quarter of them
@@ -198,8 +204,7 @@ class MaskCodec:
         threshold = near_binary_threshold(found, counts) if self.encoding == "binary" else None
         if threshold is not None:
             low, high = int(found.min()), int(found.max())
-            span = (high - low) / 8
-            extremes = counts[(found <= low + span) | (found >= high - span)].sum() / counts.sum()
+            extremes = extreme_share(found, counts)
             return UnetkitError(
                 f"{path}: mask holds {len(found)} values from {low} to {high}, {extremes:.1%} of pixels near {low} "
                 f"or {high}: an almost binary mask (JPEG-compressed or anti-aliased); set data.mask.threshold: "
