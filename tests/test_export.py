@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from extras import require as require_extra
 from PIL import Image
 
 from unetkit import export
@@ -23,8 +24,8 @@ from unetkit.infer.tiled import predict_tiled
 from unetkit.infer.tta import TTA
 from unetkit.models.build import build_model
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnx = require_extra("onnx")
+require_extra("onnxruntime")
 
 VALID = {"padding": "valid", "depth": 2, "base_channels": 4, "init": "he"}
 SAME = {"padding": "same", "depth": 2, "base_channels": 4, "init": "he"}

@@ -26,7 +26,7 @@ from unetkit.models.unet import UNet
 # Encoder name -> smallest input side, where the deepest map is 2x2 so BatchNorm trains on one image: 64 = 2 * 32
 # for padded encoders. Timm's Inception v3 has unpadded stems: 64 leaves a 2x4 map for a 3x3 kernel and 96 a 1x1
 # bottleneck, so 128. Add a row and every test below covers the new encoder.
-MODEL_TABLE = [("resnet18", 64), ("vgg16", 64), ("tu-inception_v3", 128)]
+ENCODER_MIN_SIZES = [("resnet18", 64), ("vgg16", 64), ("tu-inception_v3", 128)]
 Writer = Callable[[EncoderUNet, Path], None]
 
 
@@ -42,7 +42,7 @@ def weights_file(resnet18: EncoderUNet, tmp_path_factory: pytest.TempPathFactory
     return path
 
 
-@pytest.mark.parametrize(("encoder", "min_size"), MODEL_TABLE)
+@pytest.mark.parametrize(("encoder", "min_size"), ENCODER_MIN_SIZES)
 def test_table_forward_shape_and_smallest_input(encoder: str, min_size: int) -> None:
     model = EncoderUNet(encoder, 1, 3).eval()
     assert model.min_size == min_size

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_table import CORE
 
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config, load_config
@@ -77,14 +78,7 @@ def test_isbi2012_valid_unet_trains_on_real_slices(tmp_path: Path, shared_datase
         assert agree >= 0.995, agree
 
 
-MODEL_TABLE = {
-    "unet-same": ["model.padding=same"],
-    "unet-valid": ["model.padding=valid"],
-    "encoder-resnet18": ["model.name=encoder_unet", "model.encoder=resnet18"],
-}
-
-
-@pytest.mark.parametrize("model", list(MODEL_TABLE))
+@pytest.mark.parametrize("model", list(CORE))
 def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths(
         tmp_path: Path, model: str, synthetic_config: Callable[..., Config]) -> None:
     from PIL import Image
@@ -92,7 +86,7 @@ def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths
     from unetkit.infer.evaluate import evaluate
     from unetkit.infer.predict import predict
 
-    cfg = synthetic_config("train.epochs=1", *MODEL_TABLE[model])
+    cfg = synthetic_config("train.epochs=1", *CORE[model])
     run = train(cfg, progress=False)
     report = evaluate(run.run_dir / "best.pt", split="val", tta="flips", progress=False)
     assert 0.0 <= report["miou"] <= 1.0 and report["images"] == 3

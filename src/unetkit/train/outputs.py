@@ -53,7 +53,8 @@ def epoch_row(progress: EpochProgress, val: Scored, val_scores: dict[str, Any], 
     """One line of metrics.csv: losses, mIoU, pixel accuracy, per-class IoU, learning rate, skipped steps."""
     return {
         "epoch": progress.epoch, "train_loss": round(progress.mean_loss(), 6), "val_loss": round(val.loss, 6),
-        "train_miou": round(scores(progress.confusion.matrix, classes)["miou"], 6),
+        # None when no step of the epoch was trained (all skipped as non-finite): no counts, no score
+        "train_miou": _round(scores(progress.confusion.matrix, classes)["miou"]),
         "val_miou": round(val_scores["miou"], 6), "val_pixel_accuracy": round(val_scores["pixel_accuracy"], 6),
         **{f"val_iou_{c}": _round(val_scores["per_class"][c]["iou"]) for c in classes},
         "lr": lr, "skipped_steps": progress.skipped, "seconds": round(seconds, 2),

@@ -208,8 +208,10 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
             except NonFiniteLoss as err:
                 kept = (f"{run_dir / 'last.pt'} is kept" if (run_dir / "last.pt").is_file()
                         else "no checkpoint was written yet")
+                what = (f"loss became {err.value}" if not math.isfinite(err.value)  # else the gradients overflowed
+                        else f"gradients became non-finite (loss {err.value:.4f})")
                 raise UnetkitError(
-                    f"loss became {err.value} in epoch {epoch} at step {err.step} (global step {global_step + 1}); "
+                    f"{what} in epoch {epoch} at step {err.step} (global step {global_step + 1}); "
                     f"the weights were not updated and {kept}; lower optim.lr, check the data, or set "
                     "train.on_nonfinite: skip") from None
             broadcast_buffers(model)  # every rank validates the weights and statistics rank 0 saves
