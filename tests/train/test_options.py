@@ -319,8 +319,9 @@ def test_an_epoch_whose_every_step_is_skipped_is_recorded_and_the_run_goes_on(
     result = train(synthetic_config("train.epochs=2", "train.on_nonfinite=skip", *INF_GRAD), progress=False)
     first, second = result.history
     assert first["skipped_steps"] == 4 and second["skipped_steps"] == 0
-    assert first["train_miou"] is None  # no trained step, no training counts: no score rather than a crash
+    # no trained step: no training loss or score to show (not a crash, and not a made-up 0.0)
+    assert first["train_miou"] is None and first["train_loss"] is None
     assert second["train_miou"] is not None and math.isfinite(second["train_loss"])
     assert (result.run_dir / "curves.png").is_file() and _finite(_weights(result.run_dir))
     rows = list(csv.DictReader(open(result.run_dir / "metrics.csv")))
-    assert rows[0]["train_miou"] == "" and rows[0]["skipped_steps"] == "4"
+    assert rows[0]["train_miou"] == rows[0]["train_loss"] == "" and rows[0]["skipped_steps"] == "4"

@@ -12,11 +12,12 @@ from __future__ import annotations
 import random
 import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -91,3 +92,26 @@ def worker_init(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+@contextmanager
+def closing_workers(loader: DataLoader) -> Iterator[DataLoader]:
+    """Stop `loader`'s persistent worker processes when the block ends, however it ends.
+
+    Left to the garbage collector they live on while anything holds the run's traceback (a caught
+    TrainingStopped does), and since they ignore SIGTERM, multiprocessing's terminate-at-exit cannot end them:
+    the interpreter would wait for them forever. Workers still alive after torch's shutdown are killed.
+    """
+    try:
+        yield loader
+    finally:
+        iterator = getattr(loader, "_iterator", None)  # set once a persistent-worker loader was iterated
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            loader._iterator = None
+            try:
+                iterator._shutdown_workers()
+            finally:
+                for worker in getattr(iterator, "_workers", []):
+                    if worker.is_alive():
+                        worker.kill()
+                        worker.join()

@@ -99,7 +99,7 @@ def train_one_epoch(
             progress.loss_sum = progress.loss_sum.to(device) + loss.detach()
             progress.confusion.update(to_probabilities(logits.detach().float()).argmax(1), target)
         if progress.steps % 10 == 1:
-            bar.set_postfix(loss=f"{progress.mean_loss():.4f}")
+            bar.set_postfix(loss=shown_loss(progress.mean_loss()))
         if after_step is not None:
             after_step(progress)
     return progress
@@ -128,3 +128,8 @@ def validate(
     return score_pairs(inference, pairs, codec, cfg.data.channels, loss_fn=build_loss(cfg.loss, cfg.data.num_classes),
                        weights=weights, keep_samples=keep_samples, rank=rank, world_size=world_size,
                        progress=progress, desc="validate")
+
+
+def shown_loss(loss: float | None) -> str:
+    """A mean loss for the progress bar and the epoch line: "-" while no step has been trained."""
+    return "-" if loss is None else f"{loss:.4f}"

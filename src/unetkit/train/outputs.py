@@ -52,7 +52,7 @@ def epoch_row(progress: EpochProgress, val: Scored, val_scores: dict[str, Any], 
               seconds: float) -> dict[str, Any]:
     """One line of metrics.csv: losses, mIoU, pixel accuracy, per-class IoU, learning rate, skipped steps."""
     return {
-        "epoch": progress.epoch, "train_loss": round(progress.mean_loss(), 6), "val_loss": round(val.loss, 6),
+        "epoch": progress.epoch, "train_loss": _round(progress.mean_loss()), "val_loss": round(val.loss, 6),
         # None when no step of the epoch was trained (all skipped as non-finite): no counts, no score
         "train_miou": _round(scores(progress.confusion.matrix, classes)["miou"]),
         "val_miou": round(val_scores["miou"], 6), "val_pixel_accuracy": round(val_scores["pixel_accuracy"], 6),

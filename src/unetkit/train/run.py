@@ -30,7 +30,7 @@ from unetkit.data.class_weights import class_pixel_counts, class_weights
 from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
 from unetkit.data.io import set_pixel_limit
 from unetkit.data.masks import MaskCodec
-from unetkit.data.sampler import EpochSampler, sample_seed, worker_init
+from unetkit.data.sampler import EpochSampler, closing_workers, sample_seed, worker_init
 from unetkit.data.transforms import train_transform
 from unetkit.data.weightmap import weight_cache
 from unetkit.distributed import World, any_rank, broadcast_buffers, broadcast_object, init_distributed, shutdown
@@ -40,7 +40,7 @@ from unetkit.metrics import headline, scores
 from unetkit.models.build import build_model
 from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
-from unetkit.train.loop import NonFiniteLoss, train_one_epoch, validate
+from unetkit.train.loop import NonFiniteLoss, shown_loss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
 from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs, writing
 from unetkit.train.setup import new_run_dir, resolve_config, resume_checkpoint
@@ -173,7 +173,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     run_began = time.perf_counter()
     val, val_scores = None, None
     every = cfg.train.checkpoint_every
-    with graceful_stop() as stop:
+    with graceful_stop() as stop, closing_workers(loader):
 
         def after_step(current: EpochProgress) -> None:
             nonlocal global_step
@@ -235,7 +235,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                     save_checkpoint(state, run_dir / "best.pt")
                 write_epoch_outputs(run_dir, history, val, val_scores, colors, data.classes)
             skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
-            say(f"epoch {epoch}/{cfg.train.epochs}  train loss {whole.mean_loss():.4f}  val loss {val.loss:.4f}  "
+            say(f"epoch {epoch}/{cfg.train.epochs}  train loss {shown_loss(whole.mean_loss())}  "
+                f"val loss {val.loss:.4f}  "
                 f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
                 f"{history[-1]['seconds']:.0f}s{skipped}")
             if any_rank(stop.requested) and epoch < cfg.train.epochs:

@@ -40,8 +40,9 @@ class EpochProgress:
     def trained(self) -> int:
         return self.steps - self.skipped
 
-    def mean_loss(self) -> float:
-        return float(self.loss_sum) / max(self.trained, 1)
+    def mean_loss(self) -> float | None:
+        """Mean loss over the trained steps; None when every step was skipped (there is no loss to show)."""
+        return float(self.loss_sum) / self.trained if self.trained else None
 
     def reduced(self) -> EpochProgress:
         """The whole epoch over all ranks: confusion counts summed, loss averaged over ranks (each rank's loss is
