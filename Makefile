@@ -24,6 +24,10 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# speed against this machine's own convolution limit; run it alone on the machine
+bench: $(STAMP)
+	$(PY) benchmarks/speed.py --repeats 3
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 

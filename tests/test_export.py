@@ -14,12 +14,12 @@ from PIL import Image
 from unetkit import export
 from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, config_from_dict
+from unetkit.data.source import make_prepare
 from unetkit.errors import UnetkitError
 from unetkit.export import export_model
 from unetkit.infer.onnx_backend import load_onnx, read_metadata, require
 from unetkit.infer.predict import load_predictor, predict
 from unetkit.infer.predictor import Predictor
-from unetkit.infer.source import make_prepare
 from unetkit.infer.tiled import predict_tiled
 from unetkit.infer.tta import TTA
 from unetkit.models.build import build_model

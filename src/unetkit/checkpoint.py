@@ -8,7 +8,6 @@ renamed, so a crash mid-write never leaves a truncated `last.pt`.
 
 from __future__ import annotations
 
-import os
 import pickletools
 import re
 import warnings
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetkit.atomic import atomic_write
 from unetkit.config import Config, config_from_dict
 from unetkit.errors import UnetkitError
 from unetkit.models.build import build_model
@@ -49,15 +49,10 @@ def make_checkpoint(model: nn.Module, cfg: Config, **state: Any) -> dict[str, An
 def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     """Write atomically: temporary file in the same folder, flush + fsync, rename over the target."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:  # `.NAME.tmp`: a resumed run removes what a killed one left
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         reason = err.strerror or err
         raise UnetkitError(f"cannot write checkpoint {path}: {reason}; free space or fix permissions") from None
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ import torch
 import yaml
 from torch import nn
 
+from unetkit.atomic import atomic_write
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config
 from unetkit.errors import UnetkitError
@@ -113,17 +113,12 @@ def _exported_logits(data: bytes, fmt: str, model: nn.Module, input_size: int | 
 
 
 def _write_atomic(data: bytes, path: Path) -> None:
-    """Temporary file in the same folder, fsync, rename: a crash never leaves half a model file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write `data` atomically (a crash never leaves half a model file); a failure is one line naming `path`."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise UnetkitError(f"cannot write {path}: {err.strerror or err}; free space or fix permissions") from None
 
 

@@ -12,11 +12,11 @@ from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, MaskConfig, config_from_dict
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.source import make_prepare
 from unetkit.data.writers import write_mask, write_mask_rows
 from unetkit.infer import tiled
 from unetkit.infer.predict import load_predictor, predict
 from unetkit.infer.predictor import predict_whole
-from unetkit.infer.source import make_prepare
 from unetkit.infer.tiling import release_pages
 from unetkit.models.build import build_model
 

@@ -178,7 +178,7 @@ def read_image(path: Path, channels: int) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     array = _squeeze_channels(_load(path, as_image=True), path)
-    return convert_channels(_to_unit_float(array, path), channels)
+    return convert_channels(to_unit_float(array, path), channels)
 
 
 def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -192,7 +192,10 @@ def convert_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
-def _to_unit_float(array: np.ndarray, path: Path) -> np.ndarray:
+def to_unit_float(array: np.ndarray, path: Path | str = "image") -> np.ndarray:
+    """Raw pixels -> float32 in [0, 1], the one conversion of every image unetkit reads (training, evaluation,
+    prediction, memory-mapped tiles): unsigned integers by their dtype's range, floats in [0, 1] kept, anything
+    else min-max scaled per image. `path` only names the file in errors."""
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if array.dtype == np.int32 and array.size and array.min() >= 0 and array.max() <= 65535:

@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from unetkit.atomic import atomic_write
 from unetkit.config import IGNORE_INDEX, Config, DataConfig, WeightMapConfig
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
@@ -188,11 +189,11 @@ class WeightMapCache:
     def _store(self, key: str, weights: np.ndarray) -> None:
         if self.cache_dir is None:
             return
-        tmp = self.cache_dir / f".{key}.{os.getpid()}.tmp.npy"
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            np.save(tmp, weights)
-            tmp.replace(self.cache_dir / f"{key}.npy")  # atomic: a reader never sees half a file
+            # atomic, under a unique temporary name: loader workers may store the same map at once
+            with atomic_write(self.cache_dir / f"{key}.npy", unique=True) as file:
+                np.save(file, weights)
         except OSError as err:
             raise UnetkitError(f"cannot write weight maps to {self.cache_dir}: {err.strerror}; set "
                                "data.weight_map.cache_dir to a writable folder") from None

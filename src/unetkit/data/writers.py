@@ -7,10 +7,7 @@ leaves a half-written mask that a later run would read as data.
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,47 +15,25 @@ import png
 import tifffile
 from PIL import Image
 
+from unetkit.atomic import atomic_write
 from unetkit.data.io import TIFF_SUFFIXES
 from unetkit.errors import UnetkitError
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[str]:
-    """A temporary file in `path`'s folder that replaces `path` when the block succeeds and is deleted when it
-    fails, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; outputs get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_write(path: Path, array: np.ndarray) -> None:
-    """Write `array` as an image file via `_replacing`."""
+    """Write `array` as an image file through `atomic_write`, under a unique temporary name so that two
+    processes writing the same output never share an unfinished file."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".png", ".bmp", ".jpg", ".jpeg", *TIFF_SUFFIXES):
         raise UnetkitError(f"{path}: cannot write {suffix or 'files without an extension'}; use .png or .tif")
-    with _replacing(path) as tmp:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, unique=True) as file:
         if suffix in TIFF_SUFFIXES:
-            tifffile.imwrite(tmp, array, photometric="rgb" if array.ndim == 3 else "minisblack")
+            tifffile.imwrite(file, array, photometric="rgb" if array.ndim == 3 else "minisblack")
         else:
             fmt = {".png": "PNG", ".bmp": "BMP", ".jpg": "JPEG", ".jpeg": "JPEG"}[suffix]
-            Image.fromarray(array).save(tmp, format=fmt)
+            Image.fromarray(array).save(file, format=fmt)
 
 
 def _check_mask(array: np.ndarray) -> None:
@@ -107,9 +82,9 @@ def write_mask_rows(path: Path, height: int, bands: Iterable[np.ndarray]) -> Non
             yield from (row.tobytes() for row in band.astype(big_endian, copy=False))
 
     writer = png.Writer(first.shape[1], height, greyscale=first.ndim == 2, bitdepth=8 * first.dtype.itemsize)
-    with _replacing(path) as tmp:
-        with open(tmp, "wb") as file:
-            writer.write_packed(file, packed_rows())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path, unique=True) as file:
+        writer.write_packed(file, packed_rows())
         if written != height:
             raise ValueError(f"{path}: {written} rows were written for a height of {height}")
 

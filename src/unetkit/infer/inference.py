@@ -24,13 +24,13 @@ from torch import nn
 
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config, InferConfig
+from unetkit.data.source import Prepare, make_prepare
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Fn, Predictor, classes_of, configure_speed, predict_whole
-from unetkit.infer.source import make_prepare
-from unetkit.infer.tiled import Prepare, assemble, index_bands
+from unetkit.infer.tiled import assemble, index_bands
 from unetkit.infer.tta import TTA
 from unetkit.models.fold import fold_batch_norm
 from unetkit.runtime import resolve_device

@@ -1,4 +1,6 @@
-"""Pictures of an evaluation: per-class IoU bars, the confusion matrix as a heat map, sample predictions.
+"""Pictures of predictions and evaluations: class colours, overlays, sample rows (image | truth | prediction),
+per-class IoU bars and the confusion matrix as a heat map. Training's sample pictures are drawn here too, so a
+picture of validation during training and one from `evaluate` are the same drawing.
 
 Numbers in a JSON report say how good a model is; these pictures say *where* it fails: which classes drag
 the mIoU down and which classes they are mistaken for. Figures grow with the class count so that 2 (ISBI)
@@ -17,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from unetkit.train.plots import plot_samples  # noqa: E402
+from unetkit.config import IGNORE_INDEX  # noqa: E402
 
 DPI = 100
 MAX_ANNOTATED_CLASSES = 20  # beyond this, cell percentages would be unreadably small
@@ -25,6 +27,52 @@ BAR_COLOR = "#4c72b0"
 LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 1}
 
 Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (C, H, W), truth (H, W), prediction (H, W)
+
+IGNORE_COLOR = np.array([128, 128, 128], dtype=np.uint8)  # how ignored pixels are drawn
+
+
+def colorize(index: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(H, W) class indices -> (H, W, 3) uint8 picture; ignored pixels are gray."""
+    table = np.tile(IGNORE_COLOR, (256, 1))
+    table[: len(colors)] = colors
+    return table[index.astype(np.int64).clip(0, 255)]
+
+
+def overlay(image: np.ndarray, index: np.ndarray, colors: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend class colours over an image in [0, 1] ((H, W, C)); background (class 0) stays unpainted."""
+    gray = image if image.shape[-1] == 3 else np.repeat(image[..., :1], 3, axis=-1)
+    base = (np.clip(gray, 0, 1) * 255).astype(np.float32)
+    paint = colorize(index, colors).astype(np.float32)
+    blend = np.where((index > 0)[..., None] & (index != IGNORE_INDEX)[..., None],
+                     (1 - alpha) * base + alpha * paint, base)
+    return blend.round().astype(np.uint8)
+
+
+def _display(image_chw: np.ndarray) -> np.ndarray:
+    """Normalized (C, H, W) image -> (H, W) or (H, W, 3) rescaled to [0, 1] for showing."""
+    img = image_chw.transpose(1, 2, 0)
+    img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
+    return img[..., 0] if img.shape[-1] == 1 else img
+
+
+def plot_samples(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], colors: np.ndarray,
+                 class_names: list[str], path: Path, title: str = "") -> None:
+    """One row per sample: image (C, H, W), truth (H, W), prediction (H, W), with a colour legend."""
+    if not samples:
+        return
+    fig, axes = plt.subplots(len(samples), 3, figsize=(9, 3 * len(samples)), squeeze=False)
+    for row, (image, truth, pred) in zip(axes, samples, strict=True):
+        for ax, picture, name in zip(row, (_display(image), colorize(truth, colors), colorize(pred, colors)),
+                                     ("image", "truth", "prediction"), strict=True):
+            ax.imshow(picture, cmap="gray" if picture.ndim == 2 else None)
+            ax.set_title(name)
+            ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(c) / 255) for c in colors]
+    fig.legend(handles, class_names, loc="lower center", ncol=min(len(class_names), 6), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def normalize_rows(matrix: np.ndarray) -> np.ndarray:

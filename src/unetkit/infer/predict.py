@@ -19,12 +19,12 @@ from tqdm import tqdm
 from unetkit.config import Config
 from unetkit.data.io import channel_warning, list_images, set_pixel_limit
 from unetkit.data.masks import MaskCodec
+from unetkit.data.source import open_image, to_unit
 from unetkit.data.writers import write_image, write_mask_rows
 from unetkit.distributed import barrier, distributed_session
 from unetkit.errors import UnetkitError
 from unetkit.infer.inference import Inference, infer_settings, load_predictor, open_inference
-from unetkit.infer.source import open_image, to_unit
-from unetkit.train.plots import overlay
+from unetkit.infer.pictures import overlay
 
 
 def _encoded(bands: Iterator[tuple[int, np.ndarray]], codec: MaskCodec, keep: np.ndarray | None

@@ -13,12 +13,13 @@ neighbouring outputs are blended with a window that trusts tile centres most (fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from unetkit.data.source import Prepare
 from unetkit.infer.predictor import Fn, classes_of
 from unetkit.infer.tiling import blend_window, read_region, release_pages, tile_starts
 
@@ -30,7 +31,6 @@ CHUNK_PIXELS = 1 << 21
 # largest memory cost of prediction, so large tiles go fewer at a time than `batch_size` (1024^2: one by one).
 PASS_PIXELS = 1 << 21
 
-Prepare = Callable[[np.ndarray], torch.Tensor]  # raw (h, w, C) region -> normalized (C, h, w) float32 tensor
 
 
 def tile_geometry(fn: Fn, tile: int) -> tuple[int, int]:

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from unetkit.atomic import atomic_write
 from unetkit.errors import UnetkitError
-from unetkit.infer.pictures import write_evaluation_pictures
+from unetkit.infer.pictures import plot_samples, write_evaluation_pictures
 from unetkit.infer.scoring import Scored
 from unetkit.metrics import scores
-from unetkit.train.plots import plot_curves, plot_samples
 from unetkit.train.state import EpochProgress
 
 
@@ -37,15 +37,10 @@ def writing(path: Path) -> Iterator[None]:
 
 def write_metrics(history: list[dict[str, Any]], path: Path) -> None:
     """Rewrite metrics.csv atomically: a crash leaves the previous complete file, never a truncated one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with writing(path), open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[-1]))
-            writer.writeheader()
-            writer.writerows(history)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path), atomic_write(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[-1]))
+        writer.writeheader()
+        writer.writerows(history)
 
 
 def epoch_row(progress: EpochProgress, val: Scored, val_scores: dict[str, Any], classes: list[str], lr: float,
@@ -92,3 +87,23 @@ def write_final_outputs(run_dir: Path, val: Scored | None, val_scores: dict[str,
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and mIoU per epoch, train against validation (an epoch without a training score leaves a gap)."""
+    import matplotlib.pyplot as plt  # Agg, as `unetkit.infer.pictures` (imported above) selects
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_iou.plot(epochs, [r["train_miou"] for r in history], "o-", label="train (augmented crops)")
+    ax_iou.plot(epochs, [r["val_miou"] for r in history], "o-", label="validation")
+    ax_iou.set(xlabel="epoch", ylabel="mIoU", title="mean IoU", ylim=(0, 1))
+    for ax in (ax_loss, ax_iou):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

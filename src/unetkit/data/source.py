@@ -6,6 +6,7 @@ instead of into memory; every other file is decoded whole (PNG and JPEG decoders
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,11 @@ import tifffile
 import torch
 
 from unetkit.config import DataConfig
-from unetkit.data.io import check_pixel_limit, convert_channels, read_image
+from unetkit.data.io import check_pixel_limit, convert_channels, read_image, to_unit_float
 from unetkit.data.transforms import eval_transform
-from unetkit.infer.tiled import Prepare
 
-_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+Prepare = Callable[[np.ndarray], torch.Tensor]  # raw (h, w, C) region -> normalized (C, h, w) float32 tensor
+MAPPABLE = (np.dtype(np.uint8), np.dtype(np.uint16))  # TIFF pixel types served as a raw memory map
 
 
 def open_image(path: Path, channels: int) -> np.ndarray:
@@ -30,7 +31,7 @@ def open_image(path: Path, channels: int) -> np.ndarray:
             mapped = tifffile.memmap(path, mode="r")
         except (ValueError, OSError, tifffile.TiffFileError):  # compressed or unusual layout: decode whole
             mapped = None
-        if mapped is not None and mapped.dtype in _SCALE and (mapped.ndim == 2 or mapped.ndim == 3
+        if mapped is not None and mapped.dtype in MAPPABLE and (mapped.ndim == 2 or mapped.ndim == 3
                                                               and mapped.shape[2] in (1, 3, 4)):
             check_pixel_limit(path, mapped.shape[1], mapped.shape[0])
             return mapped
@@ -38,13 +39,12 @@ def open_image(path: Path, channels: int) -> np.ndarray:
 
 
 def to_unit(region: np.ndarray, channels: int) -> np.ndarray:
-    """A region of `open_image`'s array as (h, w, channels) float32 in [0, 1] (raw pixels are scaled by their
-    dtype's range, as `read_image` does; already decoded float images pass through)."""
-    if region.dtype not in _SCALE:
+    """A region of `open_image`'s array as (h, w, channels) float32 in [0, 1]: raw memory-mapped pixels go
+    through `read_image`'s own scaling (`to_unit_float`, by the dtype's range); decoded images pass through."""
+    if region.dtype not in MAPPABLE:
         return region
-    scaled = np.asarray(region, dtype=np.float32) / _SCALE[region.dtype]
-    scaled = scaled[..., :3] if scaled.ndim == 3 else scaled  # drop alpha
-    return convert_channels(scaled, channels)
+    region = region[..., :3] if region.ndim == 3 else region  # drop alpha
+    return convert_channels(to_unit_float(np.asarray(region)), channels)
 
 
 def make_prepare(cfg: DataConfig) -> Prepare:

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from unetkit.config import DataConfig
-from unetkit.infer.source import make_prepare, open_image
+from unetkit.data.source import make_prepare, open_image
 
 
 def test_uncompressed_16bit_tiff_is_memory_mapped_and_prepared_like_a_decoded_image(tmp_path: Path) -> None:
