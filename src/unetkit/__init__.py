@@ -7,15 +7,58 @@ The Python API mirrors the command line::
     run = train(cfg)
     evaluate(run.run_dir / "best.pt", "data/test")
     predict(run.run_dir / "best.pt", ["new_images/"], "masks_out")
+
+These names are imported on first use (PEP 562 `__getattr__`): most of them pull in torch, which takes
+seconds, and `unetkit --help` or `import unetkit.config` should not wait for it.
 """
 
-from unetkit.config import Config, load_config
-from unetkit.demo import run_demo
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from unetkit.errors import UnetkitError
-from unetkit.infer.evaluate import evaluate
-from unetkit.infer.predict import predict
-from unetkit.models.unet import UNet
-from unetkit.train.run import train
+
+if TYPE_CHECKING:
+    from unetkit.config import Config, load_config
+    from unetkit.demo import run_demo
+    from unetkit.infer.evaluate import evaluate
+    from unetkit.infer.predict import predict
+    from unetkit.models.unet import UNet
+    from unetkit.train.run import train
+
+_LAZY = {"Config": "unetkit.config", "load_config": "unetkit.config", "run_demo": "unetkit.demo",
+         "evaluate": "unetkit.infer.evaluate", "predict": "unetkit.infer.predict", "UNet": "unetkit.models.unet",
+         "train": "unetkit.train.run"}
 
 __all__ = ["Config", "UNet", "UnetkitError", "evaluate", "load_config", "predict", "run_demo", "train"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name the first time it is asked for, then keep it as a plain attribute."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """`unetkit.train` names both the `train` function and the `unetkit.train` subpackage. Importing the
+    subpackage makes Python set the package's attribute to it, which would hide the function; the function
+    keeps the name, as when it was imported here eagerly (reach the subpackage's modules by import)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

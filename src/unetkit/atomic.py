@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,18 +44,12 @@ def atomic_write(path: str | Path, mode: str = "wb", *, unique: bool = False,
     path = Path(path)
     if unique:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)  # reopened by name: writers such as tifffile want a file object with a real `name`
         tmp = Path(name)
-        try:
-            file = os.fdopen(fd, mode, newline=newline)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
     else:
         tmp = path.with_name(f".{path.name}.tmp")
-        file = open(tmp, mode, newline=newline)
     try:
-        with file:
+        with open(tmp, mode, newline=newline) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
@@ -63,5 +57,6 @@ def atomic_write(path: str | Path, mode: str = "wb", *, unique: bool = False,
             os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # the failure to report is the one above, not the cleanup's
+            tmp.unlink(missing_ok=True)
         raise

@@ -1,4 +1,8 @@
-"""The `unetkit` command: parse arguments, call the library, print. No work happens here."""
+"""The `unetkit` command: parse arguments, call the library, print. No work happens here.
+
+Everything beyond argparse is imported inside the command functions: torch alone takes seconds to import,
+and `unetkit --help` or a mistyped option should answer at once.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from unetkit.distributed import world_from_env
 from unetkit.errors import TrainingStopped, UnetkitError
 
 EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
@@ -23,6 +26,7 @@ EXAMPLES = """examples:
 
 def _train(args: argparse.Namespace) -> None:
     from unetkit.config import load_config
+    from unetkit.distributed import world_from_env
     from unetkit.train.run import train
 
     if args.config is None and args.resume is None:
@@ -45,6 +49,7 @@ def next_commands(run_dir: Path) -> list[str]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from unetkit.distributed import world_from_env
     from unetkit.infer.evaluate import evaluate
     from unetkit.metrics import format_table, headline
 
@@ -67,6 +72,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from unetkit.distributed import world_from_env
     from unetkit.infer.predict import existing_masks, predict
 
     kept = [] if args.overwrite else existing_masks(args.inputs, args.output)
@@ -280,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _rank_tag() -> str:
     """`[rank N] ` under torchrun, so a message from one failing process is told apart; empty otherwise."""
+    from unetkit.distributed import world_from_env
+
     world = world_from_env()
     return f"[rank {world.rank}] " if world.distributed else ""
 

@@ -69,16 +69,6 @@ class ConfusionMatrix:
         """`(C, C)` int64 on the CPU; rows are the true class, columns the predicted class."""
         return self._counts.detach().cpu().clone()
 
-    def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        """Add another matrix's counts (another dataset, another process) into this one and return self."""
-        if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot merge {other.num_classes}-class counts into {self.num_classes}-class counts")
-        self._counts += other._counts.to(self._counts.device)
-        return self
-
-    def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        return self.merge(other)
-
     def add_counts(self, counts: Tensor) -> ConfusionMatrix:
         """Add a raw `(C, C)` count matrix (a saved or received one) and return self."""
         if tuple(counts.shape) != (self.num_classes, self.num_classes):

@@ -67,7 +67,7 @@ def test_scan_counts_pixels_per_class(tmp_path: Path) -> None:
     _write(tmp_path / "msk", "b.png", np.array([[255, 255, 0], [255, 255, 0]], np.uint8))
     codec = MaskCodec(MaskConfig(encoding="binary", foreground_value=255), 2)
     counts = scan_pairs(pair_files(tmp_path / "img", tmp_path / "msk"), 1, codec)
-    assert counts.tolist() == [7, 5]
+    assert counts.counts.tolist() == [7, 5]
 
 
 def test_folder_dataset_items_16bit_tiff_and_rgb(tmp_path: Path) -> None:

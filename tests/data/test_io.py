@@ -1,3 +1,5 @@
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +144,43 @@ def test_written_masks_get_the_usual_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "m.png").stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.fixture
+def pixel_limit() -> Iterator[None]:
+    """Restore unetkit's pixel limit after a test that changes it."""
+    previous = io.set_pixel_limit(None)
+    io.set_pixel_limit(previous)
+    yield
+    io.set_pixel_limit(previous)
+
+
+def test_pixel_limit_leaves_pillows_own_alone(tmp_path: Path, pixel_limit: None) -> None:
+    before = Image.MAX_IMAGE_PIXELS
+    write_mask(tmp_path / "m.png", np.zeros((40, 30), np.uint8))
+    io.set_pixel_limit(1000)
+    assert Image.MAX_IMAGE_PIXELS == before
+    with pytest.raises(UnetkitError, match=r"m\.png: image of 30x40 = 1,200 pixels is over the limit of 1,000"):
+        read_raw(tmp_path / "m.png")
+    assert io.file_channels(tmp_path / "m.png") is None  # over the limit: reported when it is read
+    io.set_pixel_limit(None)
+    assert Image.MAX_IMAGE_PIXELS == before and read_raw(tmp_path / "m.png").shape == (40, 30)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".jpg"])
+def test_our_limit_decides_whatever_pillows_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str,
+                                               pixel_limit: None) -> None:
+    rgb = (np.random.default_rng(0).random((40, 30, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / f"a{suffix}", rgb)
+    expected = read_raw(tmp_path / f"a{suffix}")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # as another library in the process might set it
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / f"a{suffix}")  # over twice Pillow's limit: Image.open itself refuses it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no DecompressionBombWarning reaches the user either
+        np.testing.assert_array_equal(read_raw(tmp_path / f"a{suffix}"), expected)
+        assert read_image(tmp_path / f"a{suffix}", 3).shape == (40, 30, 3)
+        assert io.file_channels(tmp_path / f"a{suffix}") == 3
+    io.set_pixel_limit(1000)
+    with pytest.raises(UnetkitError, match=r"30x40 = 1,200 pixels is over the limit of 1,000"):
+        read_raw(tmp_path / f"a{suffix}")

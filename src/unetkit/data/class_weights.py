@@ -34,21 +34,29 @@ class ClassPixelCounts:
     present_pixels: np.ndarray  # labelled pixels of the masks that contain class c
     present_masks: np.ndarray  # number of masks that contain class c
 
+    @classmethod
+    def of_mask(cls, mask: np.ndarray, num_classes: int) -> ClassPixelCounts:
+        """The statistics of one decoded (H, W) mask; ignored pixels (IGNORE_INDEX > C) count nowhere."""
+        per_class = np.bincount(mask.ravel(), minlength=256)[:num_classes].astype(np.int64)
+        present = per_class > 0
+        return cls(per_class, np.where(present, per_class.sum(), 0), present.astype(np.int64))
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> ClassPixelCounts:
+        return cls(*(np.zeros(num_classes, dtype=np.int64) for _ in range(3)))
+
+    def __add__(self, other: ClassPixelCounts) -> ClassPixelCounts:
+        return ClassPixelCounts(self.counts + other.counts, self.present_pixels + other.present_pixels,
+                                self.present_masks + other.present_masks)
+
 
 def class_pixel_counts(pairs: list[tuple[Path, Path]], codec: MaskCodec) -> ClassPixelCounts:
-    """Read every mask of `pairs` once (images are not read) and count its classes' pixels."""
-    num = codec.num_classes
-    counts = np.zeros(num, dtype=np.int64)
-    present_pixels = np.zeros(num, dtype=np.int64)
-    present_masks = np.zeros(num, dtype=np.int64)
+    """Read every mask of `pairs` once (images are not read) and count its classes' pixels. (A training run
+    takes the same statistics from the scan that checks every pair, `unetkit.data.dataset.scan_pairs`.)"""
+    total = ClassPixelCounts.zeros(codec.num_classes)
     for _, mask_path in pairs:
-        mask = codec.decode(read_raw(mask_path), str(mask_path))  # (H, W) uint8, IGNORE_INDEX excluded below
-        per_class = np.bincount(mask.ravel(), minlength=256)[:num]
-        present = per_class > 0
-        counts += per_class
-        present_pixels += np.where(present, per_class.sum(), 0)
-        present_masks += present
-    return ClassPixelCounts(counts=counts, present_pixels=present_pixels, present_masks=present_masks)
+        total = total + ClassPixelCounts.of_mask(codec.decode(read_raw(mask_path), str(mask_path)), codec.num_classes)
+    return total
 
 
 def class_weights(counts: ClassPixelCounts, method: Literal["inverse", "median"]) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from unetkit.config import DataConfig
+from unetkit.data.class_weights import ClassPixelCounts
 from unetkit.data.io import list_images, read_image, read_raw
 from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
 from unetkit.data.sampler import seed_pipeline
@@ -142,13 +143,14 @@ def swap_hint(pair: Pair, raw_mask: np.ndarray) -> str | None:
             "a mask; check the masks folder (unetkit data inspect DIR shows what it holds)")
 
 
-def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> np.ndarray:
-    """Read every pair once, so bad files fail before training starts; returns pixel counts per class (C,)."""
-    counts = np.zeros(codec.num_classes, dtype=np.int64)
+def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> ClassPixelCounts:
+    """Read every pair once, so bad files fail before training starts; returns the masks' class statistics,
+    from which class weights are computed without reading the masks a second time."""
+    total = ClassPixelCounts.zeros(codec.num_classes)
     for pair in pairs:
         _, mask = load_pair(pair, channels, codec)
-        counts += np.bincount(mask.ravel(), minlength=256)[: codec.num_classes]
-    return counts
+        total = total + ClassPixelCounts.of_mask(mask, codec.num_classes)
+    return total
 
 
 class FolderDataset(Dataset):

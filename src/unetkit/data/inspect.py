@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 import tifffile
-from PIL import Image
 
-from unetkit.data.io import IMAGE_EXTENSIONS, read_raw
+from unetkit.data.io import IMAGE_EXTENSIONS, open_picture, read_raw
 from unetkit.data.masks import MAX_MASK_VALUES, extreme_share, near_binary_threshold
 from unetkit.errors import UnetkitError
 
@@ -41,7 +40,7 @@ def _header(path: Path) -> tuple[int, int, str]:
             bits = page.dtype.itemsize * 8
             depth = f"float{bits}" if page.dtype.kind == "f" else f"{bits}-bit"
             return page.imagewidth, page.imagelength, f"{kind} {depth}"
-    with Image.open(path) as img:
+    with open_picture(path) as img:
         return img.width, img.height, _PIL_MODES.get(img.mode, img.mode)
 
 

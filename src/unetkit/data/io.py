@@ -9,6 +9,7 @@ Pillow. A file that cannot be decoded is the user's to fix, so it raises `Unetki
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 from pathlib import Path
 
@@ -23,22 +24,21 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".
 TIFF_SUFFIXES = (".tif", ".tiff")
 DEFAULT_MAX_PIXELS = 1_073_741_824  # 1 gigapixel, the default of data.max_image_pixels
 _max_pixels: int | None = DEFAULT_MAX_PIXELS
-Image.MAX_IMAGE_PIXELS = _max_pixels  # Pillow's own guard agrees with ours from the start (see set_pixel_limit)
 
 
 def set_pixel_limit(pixels: int | None) -> int | None:
     """Refuse images of more than `pixels` pixels from now on (None: no limit); returns the previous limit.
 
     A small compressed file can declare a huge size (a decompression bomb) and would be decoded into memory
-    before anything looked at it, so every reader here checks the size in the file's header first: Pillow's
-    `Image.MAX_IMAGE_PIXELS` (set here too) and tifffile's page shape. The limit is process-wide, like
-    Pillow's: call this with `data.max_image_pixels` wherever a config is applied.
+    before anything looked at it, so every reader here checks the size in the file's header first:
+    `open_picture` for Pillow's formats, tifffile's page shape for TIFF. The limit holds for this process:
+    call this with `data.max_image_pixels` wherever a config is applied. Pillow's own process-wide
+    `Image.MAX_IMAGE_PIXELS` is left as it is: it belongs to everything else that runs in the process.
     """
     global _max_pixels
     if pixels is not None and pixels <= 0:
         raise ValueError(f"the pixel limit must be positive or None, got {pixels}")
     previous, _max_pixels = _max_pixels, pixels
-    Image.MAX_IMAGE_PIXELS = pixels
     return previous
 
 
@@ -51,6 +51,47 @@ def check_pixel_limit(path: Path, width: int, height: int) -> None:
     """Raise `UnetkitError` naming the file when a `width` x `height` image is over the limit."""
     if _max_pixels is not None and width * height > _max_pixels:
         raise _too_large(path, f"{width}x{height} = {width * height:,}")
+
+
+def open_picture(path: Path) -> Image.Image:
+    """`Image.open` under unetkit's pixel limit instead of Pillow's: the size in the header is checked against
+    `set_pixel_limit`'s limit before any pixel is decoded, raising `UnetkitError` naming the file.
+
+    Pillow checks its own process-wide `Image.MAX_IMAGE_PIXELS` in `Image.open`: it warns past it (silenced
+    here, ours decides) and refuses past twice it. A file it refuses there is opened by its format plugin
+    directly (`_open_past_pillow_limit`), so our limit alone decides, whatever Pillow's is set to.
+    """
+    path = Path(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError:
+            img = _open_past_pillow_limit(path)
+    try:
+        check_pixel_limit(path, img.width, img.height)
+    except UnetkitError:
+        img.close()
+        raise
+    return img
+
+
+def _open_past_pillow_limit(path: Path) -> Image.Image:
+    """Identify `path` as `Image.open` does (the first registered format that accepts its first bytes and
+    parses its header), without the size check `Image.open` runs afterwards; nothing is decoded."""
+    Image.init()
+    with open(path, "rb") as f:
+        prefix = f.read(16)
+    for name in Image.ID:
+        factory, accept = Image.OPEN[name]
+        accepted = not accept or accept(prefix)
+        if isinstance(accepted, str) or not accepted:  # a str explains why the format does not apply
+            continue
+        try:
+            return factory(str(path), str(path))
+        except (SyntaxError, IndexError, TypeError, struct.error):  # what Image.open takes for "not this format"
+            continue
+    raise Image.UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -100,19 +141,16 @@ def _load(path: Path, as_image: bool) -> np.ndarray:
                 check_pixel_limit(path, page.imagewidth, page.imagelength * page.imagedepth)
                 array = _planar_to_last(tif.asarray(key=0))
         else:
-            with warnings.catch_warnings():
-                # Pillow warns between the limit and twice it (and refuses beyond); ours refuses at the limit
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                opened = Image.open(path)
-            with opened as img:
-                check_pixel_limit(path, img.width, img.height)
+            with open_picture(path) as img:  # checks the pixel limit first
                 img.load()  # Pillow decodes lazily; force it so truncation is caught here
                 array = np.asarray(_normalise_mode(img, as_image))
     except UnetkitError:
         raise
     except Image.UnidentifiedImageError:  # its own message repeats the path
         raise _unreadable(path, "not a PNG, JPEG or BMP image, or a damaged one") from None
-    except Image.DecompressionBombError as err:  # more than twice the limit: refused by Pillow itself
+    except Image.DecompressionBombError as err:  # a format that checks again past its header (MPO frames)
+        if _max_pixels is None:
+            raise _unreadable(path, str(err)) from None
         found = re.search(r"\((\d+) pixels\)", str(err))
         raise _too_large(path, f"{int(found.group(1)):,}" if found else "more") from None
     except Exception as err:
@@ -218,7 +256,7 @@ def file_channels(path: Path) -> int | None:
             with tifffile.TiffFile(path) as tif:
                 samples = tif.pages[0].samplesperpixel
             return 3 if samples >= 3 else 1
-        with Image.open(path) as img:
+        with open_picture(path) as img:
             return 3 if img.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr") else 1
     except Exception:  # an unreadable file is reported, naming it, when it is read
         return None

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
 
 from unetkit.data.dataset import pair_files
-from unetkit.data.io import list_images, read_raw
+from unetkit.data.io import list_images, open_picture, read_raw
 from unetkit.data.writers import write_mask
 from unetkit.errors import UnetkitError
 
@@ -43,7 +42,7 @@ def _read_picture(path: Path) -> np.ndarray:
     """
     array = read_raw(path)
     if path.suffix.lower() not in _TIFF:
-        with Image.open(path) as img:
+        with open_picture(path) as img:
             if img.mode == "P":
                 return np.asarray(img.convert("RGB"))
             if img.mode == "1":

@@ -14,6 +14,7 @@ import importlib.util
 import os
 import socket
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -58,23 +59,38 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return (OSError, *(importlib.import_module(n).HTTPError for n in found))
 
 
-def _from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
-    """Run `fetch` (which may download) and turn any download failure into one actionable line."""
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """The hub client's offline mode (answer from the cache, no request) for the block, then as it was.
+
+    smp's `get_encoder` / `get_preprocessing_params` and timm's pretrained loading call `hf_hub_download`
+    without `local_files_only` and offer no way to pass it, so the client's own switch,
+    `huggingface_hub.constants.HF_HUB_OFFLINE` (read at every request), is the only one that reaches their
+    downloads. It is process-wide: set only around the fetch, and restored even when the fetch fails.
+    """
     from huggingface_hub import constants
 
-    reason, saved = _hub_unreachable(), constants.HF_HUB_OFFLINE
-    # Out of reach, the hub client answers from its cache at once: weights downloaded earlier still load.
-    constants.HF_HUB_OFFLINE = saved or reason is not None
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or offline
     try:
-        return fetch()
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def _from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
+    """Run `fetch` (which may download) and turn any download failure into one actionable line."""
+    reason = _hub_unreachable()
+    try:
+        # Out of reach, the hub client answers from its cache at once: weights downloaded earlier still load.
+        with _hub_offline(reason is not None):
+            return fetch()
     except _network_errors() as err:
         short = reason or (str(err).strip().splitlines() or [type(err).__name__])[0][:100]
         raise UnetkitError(
             f"model.encoder_weights: {weights} weights for {encoder} cannot be downloaded here ({short}); download"
             f" them elsewhere and pass the file: --set model.encoder_weights=/path/to/{encoder}.pth"
         ) from None
-    finally:
-        constants.HF_HUB_OFFLINE = saved
 
 
 def _check_names(encoder: str, weights: str) -> None:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,16 @@ from tqdm import tqdm
 
 from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import Config, save_config
-from unetkit.data.class_weights import class_pixel_counts, class_weights
-from unetkit.data.dataset import FolderDataset, dataset_pairs, scan_pairs
+from unetkit.data.class_weights import class_weights
+from unetkit.data.dataset import FolderDataset, Pair, dataset_pairs, scan_pairs
 from unetkit.data.io import set_pixel_limit
 from unetkit.data.masks import MaskCodec
 from unetkit.data.sampler import EpochSampler, closing_workers, sample_seed, worker_init
 from unetkit.data.transforms import train_transform
-from unetkit.data.weightmap import weight_cache
+from unetkit.data.weightmap import WeightMapCache, weight_cache
 from unetkit.distributed import World, any_rank, broadcast_buffers, broadcast_object, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
+from unetkit.infer.scoring import Scored
 from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
 from unetkit.models.build import build_model
@@ -54,6 +56,53 @@ class RunResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, Any]]
+
+
+@dataclass
+class RunData:
+    """The checked data of a run: every pair was read once (`scan_pairs`) before anything was written."""
+
+    codec: MaskCodec
+    train_pairs: list[Pair]
+    val_pairs: list[Pair]
+    weights: WeightMapCache | None  # the paper's border weight maps, when the loss uses them
+
+
+@dataclass
+class RunState:
+    """What the epochs carry forward and every checkpoint saves; restored from `last.pt` on resume."""
+
+    best: float
+    start: int = 1
+    best_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_scores: dict[str, Any] | None = None
+    partial: dict[str, Any] | None = None  # the saved progress of an epoch stopped mid-way
+
+
+@dataclass
+class Run:
+    """Everything a run's epochs use, built once by `_train`; the functions below read it, only `RunState`
+    changes."""
+
+    cfg: Config
+    world: World
+    device: torch.device
+    run_dir: Path
+    data: RunData
+    model: nn.Module
+    net: nn.Module  # what the loop calls: `model`, compiled or wrapped for DistributedDataParallel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    autocast: torch.dtype | None
+    say: Callable[[str], None]
+    show: bool
+
+    @property
+    def maximize(self) -> bool:
+        return self.cfg.train.monitor == "miou"
 
 
 def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: str = "run",
@@ -81,178 +130,232 @@ def train(cfg: Config | None = None, *, resume: str | Path | None = None, name: 
 
 def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | None, name: str, show: bool,
            world: World, device_name: str) -> RunResult:
+    """The run in named steps: check the data, build the network, open the run folder, build the optimiser,
+    restore a checkpoint, fit, and write the summary."""
     cfg = resolve_config(cfg)
     seed_everything(cfg.train.seed)
     device = resolve_device(device_name)
     if world.distributed and cfg.train.sync_batchnorm and device.type != "cuda":
         raise UnetkitError("train.sync_batchnorm needs CUDA GPUs (PyTorch has no CPU version); set it to false")
-    data, num_classes = cfg.data, cfg.data.num_classes
-    codec = MaskCodec(data.mask, num_classes)
     say = tqdm.write if world.main else (lambda _: None)
+    data = prepare_data(cfg, say)
+    model = build_network(cfg, pretrained=checkpoint is None)
+    run_dir = open_run_dir(cfg, resume, name, world)
+    model.to(device)
+    optimizer = build_optimizer(cfg.optim, model)
+    scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.epochs, cfg.train.monitor == "miou")
+    use_amp = cfg.train.amp and device.type == "cuda" and not cfg.train.bf16
+    autocast = torch.bfloat16 if cfg.train.bf16 else (torch.float16 if use_amp else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # bf16 needs no loss scaling
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    run = Run(cfg, world, device, run_dir, data, model, model, optimizer, scheduler, scaler, autocast, say, show)
+    state = restore(run, checkpoint, resume)
+    if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
+        seed_everything(sample_seed(cfg.train.seed, world.rank, state.global_step))
+    elif checkpoint is not None and "rng" in checkpoint:
+        set_rng_state(checkpoint["rng"])
+    run.net = _parallel(model, cfg, world, device)
+    val, val_scores = fit(run, state)
+    if world.main:
+        summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
+                   "epochs": len(state.history), "seconds": round(sum(row["seconds"] for row in state.history), 2),
+                   "best": state.best_scores, "threshold": cfg.infer.threshold}
+        write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary)
+    return RunResult(run_dir, state.best_epoch, state.best, state.history)
 
+
+def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
+    """List and read every pair once (bad files fail here, before a run folder exists); the scan's class
+    statistics give `loss.class_weights: median | inverse` without reading the masks again."""
+    data = cfg.data
+    codec = MaskCodec(data.mask, data.num_classes)
     set_pixel_limit(data.max_image_pixels)
     train_pairs, val_pairs = dataset_pairs(data)
-    for pairs in (train_pairs, val_pairs):
-        scan_pairs(pairs, data.channels, codec)
+    train_counts = scan_pairs(train_pairs, data.channels, codec)
+    scan_pairs(val_pairs, data.channels, codec)
     if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
         method = cfg.loss.class_weights
-        computed = class_weights(class_pixel_counts(train_pairs, codec), method)
-        cfg.loss.class_weights = [round(float(w), 6) for w in computed]
+        cfg.loss.class_weights = [round(float(w), 6) for w in class_weights(train_counts, method)]
         say(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
-    model = build_model(cfg.model, data.channels, out_channels(cfg), pretrained=checkpoint is None)
-    if not model.is_valid_input(data.crop_size):
-        low, high = model.nearest_valid_sizes(data.crop_size)
-        fits = f"{low} or {high}" if low is not None else f"{high} or more"
-        raise UnetkitError(f"data.crop_size {data.crop_size} does not fit this network; use {fits}")
+    return RunData(codec, train_pairs, val_pairs, weight_cache(data))
 
+
+def build_network(cfg: Config, pretrained: bool) -> nn.Module:
+    """The configured network, refused when the crop size cannot pass through it."""
+    model = build_model(cfg.model, cfg.data.channels, out_channels(cfg), pretrained=pretrained)
+    if not model.is_valid_input(cfg.data.crop_size):
+        low, high = model.nearest_valid_sizes(cfg.data.crop_size)
+        fits = f"{low} or {high}" if low is not None else f"{high} or more"
+        raise UnetkitError(f"data.crop_size {cfg.data.crop_size} does not fit this network; use {fits}")
+    return model
+
+
+def open_run_dir(cfg: Config, resume: str | Path | None, name: str, world: World) -> Path:
+    """The run folder (new, or the resumed one) with the resolved config written; stale temporary files of a
+    process killed mid-write are removed. Every rank gets rank 0's path."""
     run_dir = Path(resume) if resume is not None else (new_run_dir(cfg, name) if world.main else None)
     run_dir = Path(str(broadcast_object(str(run_dir))))
     if world.main:
         with writing(run_dir / "config.yaml"):
             save_config(cfg, run_dir / "config.yaml")
             (run_dir / "samples").mkdir(exist_ok=True)
-            for stale in run_dir.glob(".*.tmp"):  # left by a process killed mid-write
+            for stale in run_dir.glob(".*.tmp"):
                 stale.unlink()
+    return run_dir
 
-    model.to(device)
-    optimizer = build_optimizer(cfg.optim, model)
-    maximize = cfg.train.monitor == "miou"
-    scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.epochs, maximize)
-    use_amp = cfg.train.amp and device.type == "cuda" and not cfg.train.bf16
-    autocast = torch.bfloat16 if cfg.train.bf16 else (torch.float16 if use_amp else None)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # bf16 needs no loss scaling
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    start, best_epoch, best, global_step = 1, 0, -math.inf if maximize else math.inf, 0
-    history: list[dict[str, Any]] = []
-    best_scores: dict[str, Any] | None = None
-    partial = None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_scheduler(scheduler, checkpoint.get("scheduler"), cfg.train.epochs)
-        scaler.load_state_dict(checkpoint["scaler"])
-        start = checkpoint["epoch"] + 1
-        best_epoch, best, history = checkpoint["best_epoch"], checkpoint["best_score"], checkpoint["history"]
-        best_scores = checkpoint.get("best_scores")
-        global_step, partial = checkpoint.get("global_step", 0), checkpoint.get("progress")
-        if partial is not None and checkpoint.get("world_size", 1) != world.size:
-            say(f"the run was saved mid-epoch by {checkpoint.get('world_size', 1)} process(es), now there are "
-                f"{world.size}: epoch {partial['epoch']} starts again from its beginning")
-            global_step -= partial["steps"]
-            partial = None
-        where = (f"epoch {partial['epoch']}, step {partial['steps']}" if partial is not None
-                 else f"the start of epoch {start}")
-        say(f"resuming {run_dir if resume is None else resume} at {where} (global step {global_step})")
-    if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
-        seed_everything(sample_seed(cfg.train.seed, world.rank, global_step))
-    elif checkpoint is not None and "rng" in checkpoint:
-        set_rng_state(checkpoint["rng"])
-    net = _parallel(model, cfg, world, device)
 
-    weights = weight_cache(data)
-    train_set = FolderDataset(pairs=train_pairs, channels=data.channels, codec=codec, weights=weights,
-                              transform=train_transform(data, model.margin), repeats=data.crops_per_image)
-    sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=world.rank,
-                           world_size=world.size)
+def restore(run: Run, checkpoint: dict[str, Any] | None, resume: str | Path | None) -> RunState:
+    """A fresh `RunState`, or the one of `checkpoint` with the weights, optimiser, schedule and loss scaler
+    loaded into `run`; a mid-epoch save made by another number of processes restarts its epoch."""
+    state = RunState(best=-math.inf if run.maximize else math.inf)
+    if checkpoint is None:
+        return state
+    run.model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    restore_scheduler(run.scheduler, checkpoint.get("scheduler"), run.cfg.train.epochs)
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    state = RunState(best=checkpoint["best_score"], start=checkpoint["epoch"] + 1,
+                     best_epoch=checkpoint["best_epoch"], global_step=checkpoint.get("global_step", 0),
+                     history=checkpoint["history"], best_scores=checkpoint.get("best_scores"),
+                     partial=checkpoint.get("progress"))
+    saved_by, partial = checkpoint.get("world_size", 1), state.partial
+    if partial is not None and saved_by != run.world.size:
+        run.say(f"the run was saved mid-epoch by {saved_by} process(es), now there are {run.world.size}: "
+                f"epoch {partial['epoch']} starts again from its beginning")
+        state.global_step -= partial["steps"]
+        state.partial = partial = None
+    where = f"epoch {partial['epoch']}, step {partial['steps']}" if partial else f"the start of epoch {state.start}"
+    run.say(f"resuming {run.run_dir if resume is None else resume} at {where} (global step {state.global_step})")
+    return state
+
+
+def snapshot(run: Run, state: RunState, epoch: int, current: EpochProgress | None,
+             val_scores: dict[str, Any] | None) -> dict[str, Any]:
+    """The checkpoint of the run after `epoch` whole epochs (and `current`'s steps of the next one)."""
+    return make_checkpoint(
+        run.model, run.cfg, optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict() if run.scheduler else None, scaler=run.scaler.state_dict(),
+        epoch=epoch, progress=current.state_dict() if current else None, global_step=state.global_step,
+        world_size=run.world.size, best_epoch=state.best_epoch, best_score=state.best, history=state.history,
+        rng=rng_state(), val_scores=val_scores, best_scores=state.best_scores)
+
+
+def make_loader(run: Run) -> tuple[DataLoader, EpochSampler]:
+    """The training loader: augmented crops drawn by (seed, epoch, index), the same for any worker count."""
+    cfg, data = run.cfg, run.cfg.data
+    train_set = FolderDataset(pairs=run.data.train_pairs, channels=data.channels, codec=run.data.codec,
+                              weights=run.data.weights, transform=train_transform(data, run.model.margin),
+                              repeats=data.crops_per_image)
+    sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=run.world.rank,
+                           world_size=run.world.size)
     loader = DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
-                        persistent_workers=data.num_workers > 0, pin_memory=device.type == "cuda",
+                        persistent_workers=data.num_workers > 0, pin_memory=run.device.type == "cuda",
                         worker_init_fn=worker_init, generator=torch.Generator().manual_seed(cfg.train.seed))
-    loss_fn = build_loss(cfg.loss, num_classes).to(device)
-    colors = codec.colors()
+    return loader, sampler
 
-    def snapshot(epoch: int, current: EpochProgress | None, val_scores: dict[str, Any] | None) -> dict[str, Any]:
-        return make_checkpoint(
-            model, cfg, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict() if scheduler else None,
-            scaler=scaler.state_dict(), epoch=epoch, progress=current.state_dict() if current else None,
-            global_step=global_step, world_size=world.size, best_epoch=best_epoch, best_score=best, history=history,
-            rng=rng_state(), val_scores=val_scores, best_scores=best_scores)
 
-    if start > cfg.train.epochs:
-        say(f"{run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
-    run_began = time.perf_counter()
+def stopped(signal_name: str | None, where: str, run_dir: Path) -> TrainingStopped:
+    """The exit of a run stopped by SIGINT/SIGTERM (here or on another rank), saying how to go on."""
+    return TrainingStopped(f"stopped by {signal_name or 'a signal on another rank'} {where}; saved "
+                           f"{run_dir / 'last.pt'}; continue with: unetkit train --resume {run_dir}",
+                           signal_name or "SIGTERM")
+
+
+def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None]:
+    """The epochs from `state.start` on, until `train.epochs`, the time budget or a signal; returns the last
+    validation and its scores (None when there was no epoch left to train)."""
+    cfg = run.cfg
+    loader, sampler = make_loader(run)
+    loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(run.device)
+    if state.start > cfg.train.epochs:
+        run.say(f"{run.run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
+    began, every = time.perf_counter(), cfg.train.checkpoint_every
     val, val_scores = None, None
-    every = cfg.train.checkpoint_every
     with graceful_stop() as stop, closing_workers(loader):
 
         def after_step(current: EpochProgress) -> None:
-            nonlocal global_step
-            global_step += 1
+            state.global_step += 1
             stopping = any_rank(stop.requested)
-            if stopping or (every is not None and global_step % every == 0):
-                whole = current.reduced() if world.distributed else current  # all ranks' share of the epoch
-                if world.main:
-                    save_checkpoint(snapshot(current.epoch - 1, whole, None), run_dir / "last.pt")
+            if stopping or (every is not None and state.global_step % every == 0):
+                whole = current.reduced() if run.world.distributed else current  # all ranks' share of the epoch
+                if run.world.main:
+                    save_checkpoint(snapshot(run, state, current.epoch - 1, whole, None), run.run_dir / "last.pt")
             if stopping:
-                raise TrainingStopped(
-                    f"stopped by {stop.signal_name or 'a signal on another rank'} in epoch {current.epoch} after "
-                    f"step {current.steps}; saved {run_dir / 'last.pt'}; continue with: unetkit train --resume "
-                    f"{run_dir}", stop.signal_name or "SIGTERM")
+                raise stopped(stop.signal_name, f"in epoch {current.epoch} after step {current.steps}", run.run_dir)
 
-        for epoch in range(start, cfg.train.epochs + 1):
-            began = time.perf_counter()
-            current = EpochProgress(epoch, num_classes, loss_sum=torch.zeros((), device=device))
-            if partial is not None and partial["epoch"] == epoch:
-                current = EpochProgress.from_state(partial, num_classes, device)
-                if not world.main:  # the saved sums already cover every rank: count them once, on rank 0
-                    current.loss_sum.zero_()
-                    current.confusion.reset()
-            partial = None
-            sampler.set_epoch(epoch, current.steps)
-            set_encoder_frozen(model, epoch <= cfg.model.freeze_encoder_epochs)
-            try:
-                train_one_epoch(net, loader, loss_fn, optimizer, scaler, device, current, autocast=autocast,
-                                channels_last=cfg.train.channels_last, on_nonfinite=cfg.train.on_nonfinite,
-                                after_step=after_step, total_steps=sampler.batches_per_epoch(),
-                                desc=f"epoch {epoch}/{cfg.train.epochs}", show=show)
-            except NonFiniteLoss as err:
-                kept = (f"{run_dir / 'last.pt'} is kept" if (run_dir / "last.pt").is_file()
-                        else "no checkpoint was written yet")
-                what = (f"loss became {err.value}" if not math.isfinite(err.value)  # else the gradients overflowed
-                        else f"gradients became non-finite (loss {err.value:.4f})")
-                raise UnetkitError(
-                    f"{what} in epoch {epoch} at step {err.step} (global step {global_step + 1}); "
-                    f"the weights were not updated and {kept}; lower optim.lr, check the data, or set "
-                    "train.on_nonfinite: skip") from None
-            broadcast_buffers(model)  # every rank validates the weights and statistics rank 0 saves
-            val = validate(model, cfg, val_pairs, codec, device, weights=weights, keep_samples=cfg.train.sample_images,
-                           progress=show, rank=world.rank, world_size=world.size)
-            val_scores = scores(val.confusion.matrix, data.classes)
-            score = val_scores["miou"] if maximize else val.loss
-            lr = optimizer.param_groups[0]["lr"]
-            step_scheduler(scheduler, score)
-            whole = current.reduced() if world.distributed else current
-            history.append(epoch_row(whole, val, val_scores, data.classes, lr, time.perf_counter() - began))
-            improved = score > best if maximize else score < best
-            if improved:
-                best, best_epoch = score, epoch
-                best_scores = best_summary(val_scores, val.loss)
-            if world.main:
-                state = snapshot(epoch, None, val_scores)
-                state["val_confusion"] = val.confusion.matrix  # (C, C) over every validation image, all ranks
-                save_checkpoint(state, run_dir / "last.pt")
-                if improved:
-                    save_checkpoint(state, run_dir / "best.pt")
-                write_epoch_outputs(run_dir, history, val, val_scores, colors, data.classes)
-            skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
-            say(f"epoch {epoch}/{cfg.train.epochs}  train loss {shown_loss(whole.mean_loss())}  "
-                f"val loss {val.loss:.4f}  "
-                f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
-                f"{history[-1]['seconds']:.0f}s{skipped}")
+        for epoch in range(state.start, cfg.train.epochs + 1):
+            epoch_began = time.perf_counter()
+            current = train_epoch(run, state, epoch, loader, sampler, loss_fn, after_step)
+            val, val_scores = close_epoch(run, state, current, epoch_began)
             if any_rank(stop.requested) and epoch < cfg.train.epochs:
-                raise TrainingStopped(f"stopped by {stop.signal_name or 'a signal on another rank'} after epoch "
-                                      f"{epoch}; saved {run_dir / 'last.pt'}; continue with: unetkit train --resume "
-                                      f"{run_dir}", stop.signal_name or "SIGTERM")
+                raise stopped(stop.signal_name, f"after epoch {epoch}", run.run_dir)
             budget = cfg.train.max_minutes
-            if budget is not None and time.perf_counter() - run_began > 60 * budget and epoch < cfg.train.epochs:
-                say(f"time budget of {budget} minutes used up after epoch {epoch}")
+            if budget is not None and time.perf_counter() - began > 60 * budget and epoch < cfg.train.epochs:
+                run.say(f"time budget of {budget} minutes used up after epoch {epoch}")
                 break
+    return val, val_scores
+
+
+def train_epoch(run: Run, state: RunState, epoch: int, loader: DataLoader, sampler: EpochSampler,
+                loss_fn: nn.Module, after_step: Callable[[EpochProgress], None]) -> EpochProgress:
+    """One epoch of optimisation (continuing a saved partial epoch); a non-finite step ends the run with one
+    line unless `train.on_nonfinite: skip`."""
+    cfg, world = run.cfg, run.world
+    current = EpochProgress(epoch, cfg.data.num_classes, loss_sum=torch.zeros((), device=run.device))
+    if state.partial is not None and state.partial["epoch"] == epoch:
+        current = EpochProgress.from_state(state.partial, cfg.data.num_classes, run.device)
+        if not world.main:  # the saved sums already cover every rank: count them once, on rank 0
+            current.loss_sum.zero_()
+            current.confusion.reset()
+    state.partial = None
+    sampler.set_epoch(epoch, current.steps)
+    set_encoder_frozen(run.model, epoch <= cfg.model.freeze_encoder_epochs)
+    try:
+        train_one_epoch(run.net, loader, loss_fn, run.optimizer, run.scaler, run.device, current,
+                        autocast=run.autocast, channels_last=cfg.train.channels_last,
+                        on_nonfinite=cfg.train.on_nonfinite, after_step=after_step,
+                        total_steps=sampler.batches_per_epoch(), desc=f"epoch {epoch}/{cfg.train.epochs}",
+                        show=run.show)
+    except NonFiniteLoss as err:
+        last = run.run_dir / "last.pt"
+        kept = f"{last} is kept" if last.is_file() else "no checkpoint was written yet"
+        what = (f"loss became {err.value}" if not math.isfinite(err.value)  # else the gradients overflowed
+                else f"gradients became non-finite (loss {err.value:.4f})")
+        raise UnetkitError(
+            f"{what} in epoch {epoch} at step {err.step} (global step {state.global_step + 1}); the weights were "
+            f"not updated and {kept}; lower optim.lr, check the data, or set train.on_nonfinite: skip") from None
+    return current
+
+
+def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float) -> tuple[Scored, dict[str, Any]]:
+    """Validate (through `evaluate`'s own path), step the schedule, record the epoch, save last.pt (and
+    best.pt when the monitored score improved), draw the pictures and print the epoch's line."""
+    cfg, world, data, epoch = run.cfg, run.world, run.data, current.epoch
+    broadcast_buffers(run.model)  # every rank validates the weights and statistics rank 0 saves
+    val = validate(run.model, cfg, data.val_pairs, data.codec, run.device, weights=data.weights,
+                   keep_samples=cfg.train.sample_images, progress=run.show, rank=world.rank, world_size=world.size)
+    val_scores = scores(val.confusion.matrix, cfg.data.classes)
+    score = val_scores["miou"] if run.maximize else val.loss
+    lr = run.optimizer.param_groups[0]["lr"]
+    step_scheduler(run.scheduler, score)
+    whole = current.reduced() if world.distributed else current
+    state.history.append(epoch_row(whole, val, val_scores, cfg.data.classes, lr, time.perf_counter() - began))
+    improved = score > state.best if run.maximize else score < state.best
+    if improved:
+        state.best, state.best_epoch, state.best_scores = score, epoch, best_summary(val_scores, val.loss)
     if world.main:
-        summary = {"best_epoch": best_epoch, "best_score": best, "monitor": cfg.train.monitor, "epochs": len(history),
-                   "seconds": round(sum(row["seconds"] for row in history), 2), "best": best_scores,
-                   "threshold": cfg.infer.threshold}
-        write_final_outputs(run_dir, val, val_scores, colors, data.classes, summary)
-    return RunResult(run_dir, best_epoch, best, history)
+        saved = snapshot(run, state, epoch, None, val_scores)
+        saved["val_confusion"] = val.confusion.matrix  # (C, C) over every validation image, all ranks
+        save_checkpoint(saved, run.run_dir / "last.pt")
+        if improved:
+            save_checkpoint(saved, run.run_dir / "best.pt")
+        write_epoch_outputs(run.run_dir, state.history, val, val_scores, data.codec.colors(), cfg.data.classes)
+    skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
+    run.say(f"epoch {epoch}/{cfg.train.epochs}  train loss {shown_loss(whole.mean_loss())}  val loss {val.loss:.4f}  "
+            f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
+            f"{state.history[-1]['seconds']:.0f}s{skipped}")
+    return val, val_scores
 
 
 def _parallel(model: nn.Module, cfg: Config, world: World, device: torch.device) -> nn.Module:
