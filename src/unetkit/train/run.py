@@ -25,27 +25,28 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
-from unetkit.config import Config, save_config
-from unetkit.data.class_weights import class_weights
-from unetkit.data.dataset import FolderDataset, Pair, dataset_pairs, scan_pairs
-from unetkit.data.io import set_pixel_limit
-from unetkit.data.masks import MaskCodec
-from unetkit.data.sampler import EpochSampler, closing_workers, sample_seed, worker_init
-from unetkit.data.transforms import train_transform
-from unetkit.data.weightmap import WeightMapCache, weight_cache
-from unetkit.distributed import World, any_rank, broadcast_buffers, broadcast_object, init_distributed, shutdown
+from unetkit.checkpoint import make_checkpoint, save_checkpoint
+from unetkit.config import Config
+from unetkit.data.sampler import EpochSampler, closing_workers, sample_seed
+from unetkit.distributed import World, any_rank, broadcast_buffers, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.infer.scoring import Scored
 from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
-from unetkit.models.build import build_model
 from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
 from unetkit.train.loop import NonFiniteLoss, shown_loss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
-from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs, writing
-from unetkit.train.setup import new_run_dir, resolve_config, resume_checkpoint
+from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs
+from unetkit.train.setup import (
+    RunData,
+    build_network,
+    make_loader,
+    open_run_dir,
+    prepare_data,
+    resolve_config,
+    resume_checkpoint,
+)
 from unetkit.train.signals import graceful_stop
 from unetkit.train.state import EpochProgress, rng_state, set_deterministic, set_rng_state
 
@@ -56,16 +57,6 @@ class RunResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, Any]]
-
-
-@dataclass
-class RunData:
-    """The checked data of a run: every pair was read once (`scan_pairs`) before anything was written."""
-
-    codec: MaskCodec
-    train_pairs: list[Pair]
-    val_pairs: list[Pair]
-    weights: WeightMapCache | None  # the paper's border weight maps, when the loss uses them
 
 
 @dataclass
@@ -165,46 +156,6 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     return RunResult(run_dir, state.best_epoch, state.best, state.history)
 
 
-def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
-    """List and read every pair once (bad files fail here, before a run folder exists); the scan's class
-    statistics give `loss.class_weights: median | inverse` without reading the masks again."""
-    data = cfg.data
-    codec = MaskCodec(data.mask, data.num_classes)
-    set_pixel_limit(data.max_image_pixels)
-    train_pairs, val_pairs = dataset_pairs(data)
-    train_counts = scan_pairs(train_pairs, data.channels, codec)
-    scan_pairs(val_pairs, data.channels, codec)
-    if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
-        method = cfg.loss.class_weights
-        cfg.loss.class_weights = [round(float(w), 6) for w in class_weights(train_counts, method)]
-        say(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
-    return RunData(codec, train_pairs, val_pairs, weight_cache(data))
-
-
-def build_network(cfg: Config, pretrained: bool) -> nn.Module:
-    """The configured network, refused when the crop size cannot pass through it."""
-    model = build_model(cfg.model, cfg.data.channels, out_channels(cfg), pretrained=pretrained)
-    if not model.is_valid_input(cfg.data.crop_size):
-        low, high = model.nearest_valid_sizes(cfg.data.crop_size)
-        fits = f"{low} or {high}" if low is not None else f"{high} or more"
-        raise UnetkitError(f"data.crop_size {cfg.data.crop_size} does not fit this network; use {fits}")
-    return model
-
-
-def open_run_dir(cfg: Config, resume: str | Path | None, name: str, world: World) -> Path:
-    """The run folder (new, or the resumed one) with the resolved config written; stale temporary files of a
-    process killed mid-write are removed. Every rank gets rank 0's path."""
-    run_dir = Path(resume) if resume is not None else (new_run_dir(cfg, name) if world.main else None)
-    run_dir = Path(str(broadcast_object(str(run_dir))))
-    if world.main:
-        with writing(run_dir / "config.yaml"):
-            save_config(cfg, run_dir / "config.yaml")
-            (run_dir / "samples").mkdir(exist_ok=True)
-            for stale in run_dir.glob(".*.tmp"):
-                stale.unlink()
-    return run_dir
-
-
 def restore(run: Run, checkpoint: dict[str, Any] | None, resume: str | Path | None) -> RunState:
     """A fresh `RunState`, or the one of `checkpoint` with the weights, optimiser, schedule and loss scaler
     loaded into `run`; a mid-epoch save made by another number of processes restarts its epoch."""
@@ -241,20 +192,6 @@ def snapshot(run: Run, state: RunState, epoch: int, current: EpochProgress | Non
         rng=rng_state(), val_scores=val_scores, best_scores=state.best_scores)
 
 
-def make_loader(run: Run) -> tuple[DataLoader, EpochSampler]:
-    """The training loader: augmented crops drawn by (seed, epoch, index), the same for any worker count."""
-    cfg, data = run.cfg, run.cfg.data
-    train_set = FolderDataset(pairs=run.data.train_pairs, channels=data.channels, codec=run.data.codec,
-                              weights=run.data.weights, transform=train_transform(data, run.model.margin),
-                              repeats=data.crops_per_image)
-    sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=run.world.rank,
-                           world_size=run.world.size)
-    loader = DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
-                        persistent_workers=data.num_workers > 0, pin_memory=run.device.type == "cuda",
-                        worker_init_fn=worker_init, generator=torch.Generator().manual_seed(cfg.train.seed))
-    return loader, sampler
-
-
 def stopped(signal_name: str | None, where: str, run_dir: Path) -> TrainingStopped:
     """The exit of a run stopped by SIGINT/SIGTERM (here or on another rank), saying how to go on."""
     return TrainingStopped(f"stopped by {signal_name or 'a signal on another rank'} {where}; saved "
@@ -266,7 +203,7 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
     """The epochs from `state.start` on, until `train.epochs`, the time budget or a signal; returns the last
     validation and its scores (None when there was no epoch left to train)."""
     cfg = run.cfg
-    loader, sampler = make_loader(run)
+    loader, sampler = make_loader(cfg, run.data, run.model.margin, run.world, run.device)
     loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(run.device)
     if state.start > cfg.train.epochs:
         run.say(f"{run.run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")

@@ -1,4 +1,5 @@
-"""What a run needs before its first step: the resolved config, its folder, the checkpoint to resume from.
+"""What a run needs before its first step: the resolved config, the checked data and class weights, the
+network, its folder, the checkpoint to resume from, the training loader.
 
 Kept apart from the training loop so that everything here can fail (bad folder, missing checkpoint) before
 any work starts.
@@ -6,15 +7,30 @@ any work starts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from unetkit.checkpoint import load_checkpoint
-from unetkit.config import Config
-from unetkit.data.transforms import default_augment
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from unetkit.checkpoint import load_checkpoint, out_channels
+from unetkit.config import Config, save_config
+from unetkit.data.class_weights import class_weights
+from unetkit.data.dataset import FolderDataset, Pair, dataset_pairs, scan_pairs
+from unetkit.data.io import set_pixel_limit
+from unetkit.data.masks import MaskCodec
+from unetkit.data.sampler import EpochSampler, worker_init
+from unetkit.data.transforms import default_augment, train_transform
+from unetkit.data.weightmap import WeightMapCache, weight_cache
+from unetkit.distributed import World, broadcast_object
 from unetkit.errors import UnetkitError
+from unetkit.models.build import build_model
 from unetkit.models.encoders import encoder_normalization
+from unetkit.train.outputs import writing
 
 
 def new_run_dir(cfg: Config, name: str) -> Path:
@@ -59,3 +75,69 @@ def resume_checkpoint(resume: str | Path) -> dict[str, Any]:
         raise UnetkitError(f"--resume {run_dir}: it has no last.pt (the run stopped before its first checkpoint); "
                            "start the run again without --resume")
     return load_checkpoint(run_dir / "last.pt")
+
+
+@dataclass
+class RunData:
+    """The checked data of a run: every pair was read once (`scan_pairs`) before anything was written."""
+
+    codec: MaskCodec
+    train_pairs: list[Pair]
+    val_pairs: list[Pair]
+    weights: WeightMapCache | None  # the paper's border weight maps, when the loss uses them
+
+
+def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
+    """List and read every pair once (bad files fail here, before a run folder exists); the scan's class
+    statistics give `loss.class_weights: median | inverse` without reading the masks again."""
+    data = cfg.data
+    codec = MaskCodec(data.mask, data.num_classes)
+    set_pixel_limit(data.max_image_pixels)
+    train_pairs, val_pairs = dataset_pairs(data)
+    train_counts = scan_pairs(train_pairs, data.channels, codec)
+    scan_pairs(val_pairs, data.channels, codec)
+    if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
+        method = cfg.loss.class_weights
+        cfg.loss.class_weights = [round(float(w), 6) for w in class_weights(train_counts, method)]
+        say(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
+    return RunData(codec, train_pairs, val_pairs, weight_cache(data))
+
+
+def build_network(cfg: Config, pretrained: bool) -> nn.Module:
+    """The configured network, refused when the crop size cannot pass through it."""
+    model = build_model(cfg.model, cfg.data.channels, out_channels(cfg), pretrained=pretrained)
+    if not model.is_valid_input(cfg.data.crop_size):
+        low, high = model.nearest_valid_sizes(cfg.data.crop_size)
+        fits = f"{low} or {high}" if low is not None else f"{high} or more"
+        raise UnetkitError(f"data.crop_size {cfg.data.crop_size} does not fit this network; use {fits}")
+    return model
+
+
+def open_run_dir(cfg: Config, resume: str | Path | None, name: str, world: World) -> Path:
+    """The run folder (new, or the resumed one) with the resolved config written; stale temporary files of a
+    process killed mid-write are removed. Every rank gets rank 0's path."""
+    run_dir = Path(resume) if resume is not None else (new_run_dir(cfg, name) if world.main else None)
+    run_dir = Path(str(broadcast_object(str(run_dir))))
+    if world.main:
+        with writing(run_dir / "config.yaml"):
+            save_config(cfg, run_dir / "config.yaml")
+            (run_dir / "samples").mkdir(exist_ok=True)
+            for stale in run_dir.glob(".*.tmp"):
+                stale.unlink()
+    return run_dir
+
+
+def make_loader(cfg: Config, run_data: RunData, margin: int, world: World, device: torch.device
+                ) -> tuple[DataLoader, EpochSampler]:
+    """The training loader: augmented crops drawn by (seed, epoch, index), the same for any worker count;
+    `margin` is the network's border loss per side (crops of a valid network keep their context)."""
+    data = cfg.data
+    train_set = FolderDataset(pairs=run_data.train_pairs, channels=data.channels, codec=run_data.codec,
+                              weights=run_data.weights, transform=train_transform(data, margin),
+                              repeats=data.crops_per_image)
+    sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=world.rank,
+                           world_size=world.size)
+    loader = DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
+                        persistent_workers=data.num_workers > 0, pin_memory=device.type == "cuda",
+                        worker_init_fn=worker_init, generator=torch.Generator().manual_seed(cfg.train.seed))
+    return loader, sampler
