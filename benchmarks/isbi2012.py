@@ -21,6 +21,7 @@ from pathlib import Path
 from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
 
 from unetkit import evaluate, load_config, train
+from unetkit.infer.inference import InferOptions
 
 VARIANTS = {
     "recipe": [],  # valid U-Net + weight map + elastic deformation, as configured
@@ -46,7 +47,8 @@ def main() -> None:
         began = time.perf_counter()
         run = train(cfg, progress=False)
         minutes = (time.perf_counter() - began) / 60
-        report = evaluate(run.run_dir / "best.pt", split="val", tta=args.tta, em_scores=True, progress=False)
+        report = evaluate(run.run_dir / "best.pt", options=InferOptions(tta=args.tta, em_scores=True), split="val",
+                          progress=False)
         em = report["em_scores"]
         results[name] = {"epochs": len(run.history), "train_minutes": round(minutes, 1), **em,
                          "membrane_iou": report["per_class"]["membrane"]["iou"]}

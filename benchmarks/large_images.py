@@ -27,6 +27,8 @@ import numpy as np
 import tifffile
 import torch
 
+from unetkit.infer.inference import InferOptions
+
 
 def make_checkpoint(folder: Path, width: int) -> Path:
     from unetkit.checkpoint import make_checkpoint as checkpoint_dict
@@ -64,9 +66,9 @@ def run_one(checkpoint: Path, image: Path, out: Path, tile: int) -> None:
 
     warm = out.parent / f"warm_{out.name}"
     make_image(warm.with_suffix(".tif"), 2 * tile)
-    predict(checkpoint, [warm.with_suffix(".tif")], warm, tile=tile, progress=False)
+    predict(checkpoint, [warm.with_suffix(".tif")], warm, options=InferOptions(tile=tile), progress=False)
     began, began_cpu = time.perf_counter(), cpu_seconds()
-    predict(checkpoint, [image], out, tile=tile, progress=False)
+    predict(checkpoint, [image], out, options=InferOptions(tile=tile), progress=False)
     seconds, cpu = time.perf_counter() - began, cpu_seconds() - began_cpu
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_mb}))

@@ -21,7 +21,7 @@ from common import DATASETS, ROOT  # benchmarks/common.py, beside this script
 from unetkit import evaluate, load_config, train
 from unetkit.data.io import list_images
 from unetkit.data.patches import make_patches
-from unetkit.infer.ensemble_search import ensemble_command, format_ensemble_report
+from unetkit.infer.ensemble_search import ensemble, format_ensemble_report
 
 MEMBERS = {"resnet34": "resnet34", "vgg16": "vgg16", "inceptionv3": "tu-inception_v3"}
 VAL_SLICES = ("Sandstone_Versa0100", "Sandstone_Versa0300")
@@ -75,9 +75,9 @@ def main() -> None:
         print(f"{name}: {len(run.history)} epochs in {(time.perf_counter() - began) / 60:.1f} min, "
               f"best val mIoU {run.best_score:.4f}", flush=True)
         best.append(run.run_dir / "best.pt")
-    search = ensemble_command(best, split="val", search=True, output=out / "ensemble.pt", progress=False)
+    search = ensemble(best, split="val", search=True, output=out / "ensemble.pt", progress=False)
     print("weights searched on the validation slices:\n" + format_ensemble_report(search), flush=True)
-    equal = ensemble_command(best, split="val", output=out / "ensemble_equal.pt", progress=False)
+    equal = ensemble(best, split="val", output=out / "ensemble_equal.pt", progress=False)
     results = {}
     for name, ckpt in [*zip(MEMBERS, best, strict=True), ("ensemble (equal weights)", out / "ensemble_equal.pt"),
                        ("ensemble (searched weights)", out / "ensemble.pt")]:

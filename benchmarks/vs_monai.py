@@ -40,6 +40,7 @@ import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 from monai.inferers import sliding_window_inference
 
+from unetkit.config import InferConfig
 from unetkit.infer.predictor import Predictor
 from unetkit.infer.tiled import predict_tiled
 from unetkit.infer.tiling import blend_window, tile_starts
@@ -91,8 +92,8 @@ def runner(method: str, predictor: Predictor, image: np.ndarray, args: argparse.
     if method == "unetkit":
         def run_unetkit() -> np.ndarray:
             probs = np.empty((2, *image.shape[:2]), np.float32)
-            predict_tiled(predictor, image, prepare, tile=args.tile, overlap=overlap_px, blend="gaussian",
-                          batch_size=args.batch, probabilities=probs)
+            tiling = InferConfig(tile=args.tile, overlap=overlap_px, blend="gaussian", batch_size=args.batch)
+            predict_tiled(predictor, image, prepare, tiling, probabilities=probs)
             return probs
 
         return run_unetkit
@@ -101,8 +102,8 @@ def runner(method: str, predictor: Predictor, image: np.ndarray, args: argparse.
         return lambda: predictor(torch.zeros(args.batch, 1, args.tile, args.tile)).numpy()
 
     def run_index() -> np.ndarray:
-        return predict_tiled(predictor, image, prepare, tile=args.tile, overlap=overlap_px, blend="gaussian",
-                             batch_size=args.batch)
+        tiling = InferConfig(tile=args.tile, overlap=overlap_px, blend="gaussian", batch_size=args.batch)
+        return predict_tiled(predictor, image, prepare, tiling)
 
     return run_index
 

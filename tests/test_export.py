@@ -13,10 +13,11 @@ from PIL import Image
 
 from unetkit import export
 from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
-from unetkit.config import Config, config_from_dict
+from unetkit.config import Config, InferConfig, config_from_dict
 from unetkit.data.source import make_prepare
 from unetkit.errors import UnetkitError
 from unetkit.export import export_model
+from unetkit.infer.inference import InferOptions
 from unetkit.infer.onnx_backend import load_onnx, read_metadata, require
 from unetkit.infer.predict import load_predictor, predict
 from unetkit.infer.predictor import Predictor
@@ -79,7 +80,8 @@ def test_onnx_predictor_inside_tiling_and_tta(tmp_path: Path) -> None:
     results = []
     for fn in (TTA(predictor, "d4"), TTA(Predictor(net, torch.device("cpu")), "d4")):
         probs = np.zeros((2, 70, 90), np.float32)
-        index = predict_tiled(fn, image, prepare, tile=24, batch_size=3, probabilities=probs)  # 3 x 4 tiles
+        index = predict_tiled(fn, image, prepare, InferConfig(tile=24, batch_size=3),
+                              probabilities=probs)  # 3 x 4 tiles
         results.append((index, probs))
     (onnx_index, onnx_probs), (torch_index, torch_probs) = results
     np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-5)
@@ -94,7 +96,8 @@ def test_fixed_tile_export_takes_one_size_and_predicts_like_the_checkpoint(tmp_p
     with pytest.raises(UnetkitError, match="--tile 32 or less"):
         predictor.input_size_for(40)
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 70), dtype=np.uint8)).save(tmp_path / "a.png")
-    masks = [np.asarray(Image.open(predict(model, [tmp_path / "a.png"], tmp_path / name, tile=32, progress=False)[0]))
+    masks = [np.asarray(Image.open(predict(model, [tmp_path / "a.png"], tmp_path / name,
+                                           options=InferOptions(tile=32), progress=False)[0]))
              for model, name in ((checkpoint, "pt"), (tmp_path / "fixed.onnx", "onnx"))]
     assert masks[0].shape == (50, 70) and (masks[0] == masks[1]).mean() >= 0.995
 

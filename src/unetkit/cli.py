@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unetkit.errors import TrainingStopped, UnetkitError
+
+if TYPE_CHECKING:
+    from unetkit.infer.inference import InferOptions
 
 EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
 EXAMPLES = """examples:
@@ -48,18 +52,30 @@ def next_commands(run_dir: Path) -> list[str]:
     return [f"unetkit evaluate {best} --split val", f"unetkit predict {best} IMAGES/ -o masks --overlay"]
 
 
+def _infer_options(args: argparse.Namespace) -> InferOptions:
+    """The inference flags a command has (tile, overlap, TTA, threshold, ...) as one `InferOptions`; a flag not
+    given stays None so the checkpoint's own setting applies (an unset `--em` / `--compile` is "not given")."""
+    from unetkit.infer.inference import InferOptions
+
+    fields = {"tile": "tile", "overlap": "overlap", "tta": "tta", "threshold": "threshold", "em": "em_scores",
+              "precision": "precision", "channels_last": "channels_last", "compile": "compile"}
+    given = {}
+    for flag, field in fields.items():
+        value = getattr(args, flag, None)
+        if flag in ("em", "compile"):  # store_true: False means the flag was not given
+            value = value or None
+        if value is not None:
+            given[field] = value
+    return InferOptions(**given)
+
+
 def _evaluate(args: argparse.Namespace) -> None:
     from unetkit.distributed import world_from_env
     from unetkit.infer.evaluate import evaluate
     from unetkit.metrics import format_table, headline
 
     report = evaluate(args.checkpoint, args.data, split=args.split, images=args.images, masks=args.masks,
-                      output=args.output,
-                      tile=args.tile, overlap=args.overlap, tta=args.tta, threshold=args.threshold,
-                      em_scores=args.em or None,
-                      precision=args.precision, channels_last=args.channels_last, compile=args.compile or None,
-                      device=args.device,
-                      progress=not args.quiet)
+                      output=args.output, options=_infer_options(args), device=args.device, progress=not args.quiet)
     if not world_from_env().main:  # under torchrun, rank 0 reports
         return
     print(format_table(report))
@@ -76,11 +92,8 @@ def _predict(args: argparse.Namespace) -> None:
     from unetkit.infer.predict import existing_masks, predict
 
     kept = [] if args.overwrite else existing_masks(args.inputs, args.output)
-    written = predict(args.checkpoint, args.inputs, args.output, overlays=args.overlay, overwrite=args.overwrite,
-                      probabilities=args.probabilities, tile=args.tile, overlap=args.overlap, tta=args.tta,
-                      threshold=args.threshold,
-                      precision=args.precision, channels_last=args.channels_last, compile=args.compile or None,
-                      device=args.device,
+    written = predict(args.checkpoint, args.inputs, args.output, options=_infer_options(args), overlays=args.overlay,
+                      overwrite=args.overwrite, probabilities=args.probabilities, device=args.device,
                       progress=not args.quiet)
     if not world_from_env().main:  # under torchrun, rank 0 reports
         return
@@ -104,16 +117,15 @@ def _weightmap(args: argparse.Namespace) -> None:
 
 
 def _ensemble(args: argparse.Namespace) -> None:
-    from unetkit.infer.ensemble_search import ensemble_command, format_ensemble_report
+    from unetkit.infer.ensemble_search import ensemble, format_ensemble_report
 
     try:
         weights = [float(w) for w in args.weights.split(",")] if args.weights else None
     except ValueError:
         raise UnetkitError(f"--weights {args.weights!r}: give numbers separated by commas, e.g. 1,2") from None
-    report = ensemble_command(args.checkpoints, args.data, split=args.split, images=args.images, masks=args.masks,
-                              weights=weights, search=args.search, output=args.output, grid_step=args.grid_step,
-                              tile=args.tile, overlap=args.overlap, tta=args.tta, device=args.device,
-                              progress=not args.quiet)
+    report = ensemble(args.checkpoints, args.data, split=args.split, images=args.images, masks=args.masks,
+                      weights=weights, search=args.search, output=args.output, grid_step=args.grid_step,
+                      options=_infer_options(args), device=args.device, progress=not args.quiet)
     print(format_ensemble_report(report))
     print(f"ensemble written to {report['ensemble']} (use it like a checkpoint with predict and evaluate)")
 

@@ -11,6 +11,7 @@ from torch import nn
 from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
 from unetkit.config import config_from_dict
 from unetkit.data.io import read_raw
+from unetkit.infer.inference import InferOptions
 from unetkit.infer.predict import predict
 from unetkit.infer.predictor import Predictor
 from unetkit.models.build import build_model
@@ -57,9 +58,10 @@ def test_compiled_masks_equal_eager_masks(tmp_path: Path) -> None:
     pixels = np.random.default_rng(0).integers(0, 255, (40, 80), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "in" / "a.png")
     # 16-pixel tiles: 5 per row, so each row ends with a batch of 1 that is padded to 4
-    eager = predict(tmp_path / "m.pt", [tmp_path / "in"], tmp_path / "eager", tile=16, progress=False)
-    compiled = predict(tmp_path / "m.pt", [tmp_path / "in"], tmp_path / "compiled", tile=16, compile=True,
-                       progress=False)
+    eager = predict(tmp_path / "m.pt", [tmp_path / "in"], tmp_path / "eager", options=InferOptions(tile=16),
+                    progress=False)
+    compiled = predict(tmp_path / "m.pt", [tmp_path / "in"], tmp_path / "compiled",
+                       options=InferOptions(tile=16, compile=True), progress=False)
     mask = read_raw(compiled[0])
     assert mask.shape == (40, 80) and set(np.unique(mask).tolist()) <= {0, 1, 2}
     np.testing.assert_array_equal(mask, read_raw(eager[0]))

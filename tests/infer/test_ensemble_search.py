@@ -14,7 +14,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import load_ensemble
 from unetkit.infer.ensemble_search import (
-    ensemble_command,
+    ensemble,
     format_ensemble_report,
     search_weights,
     simplex_grid,
@@ -109,9 +109,9 @@ def _checkpoint(path: Path, seed: int, depth: int = 2) -> Path:
     return path
 
 
-def test_ensemble_command_scores_searches_and_saves(tmp_path: Path, tiny_dataset: Path) -> None:
+def test_ensemble_scores_searches_and_saves(tmp_path: Path, tiny_dataset: Path) -> None:
     a, b = _checkpoint(tmp_path / "a.pt", seed=1), _checkpoint(tmp_path / "b.pt", seed=2, depth=3)
-    report = ensemble_command([a, b], tiny_dataset, search=True, grid_step=0.5, output=tmp_path / "ens.pt",
+    report = ensemble([a, b], tiny_dataset, search=True, grid_step=0.5, output=tmp_path / "ens.pt",
                               device="cpu", progress=False)
     assert report["combinations"] == 3 and report["images"] == 4
     alone = [evaluate(p, tiny_dataset, output=tmp_path / f"{p.stem}.json", device="cpu", progress=False)["miou"]
@@ -124,21 +124,21 @@ def test_ensemble_command_scores_searches_and_saves(tmp_path: Path, tiny_dataset
     # the files predict exactly what was scored: the searched weights, and given ones that mix both members
     scored = evaluate(tmp_path / "ens.pt", tiny_dataset, output=tmp_path / "e.json", device="cpu", progress=False)
     assert scored["miou"] == report["best_miou"]
-    mixed = ensemble_command([a, b], tiny_dataset, weights=[1, 3], output=tmp_path / "mix.pt", device="cpu",
+    mixed = ensemble([a, b], tiny_dataset, weights=[1, 3], output=tmp_path / "mix.pt", device="cpu",
                              progress=False)
     assert mixed["saved_weights"] == load_ensemble(tmp_path / "mix.pt")["weights"] == [0.25, 0.75]
     scored = evaluate(tmp_path / "mix.pt", tiny_dataset, output=tmp_path / "e.json", device="cpu", progress=False)
     assert scored["miou"] == mixed["weights_miou"] == mixed["saved_miou"]
 
 
-def test_ensemble_command_refuses_bad_requests(tmp_path: Path, tiny_dataset: Path) -> None:
+def test_ensemble_refuses_bad_requests(tmp_path: Path, tiny_dataset: Path) -> None:
     a = _checkpoint(tmp_path / "a.pt", seed=1)
     with pytest.raises(UnetkitError, match="not both"):
-        ensemble_command([a], tiny_dataset, weights=[1.0], search=True)
+        ensemble([a], tiny_dataset, weights=[1.0], search=True)
     with pytest.raises(UnetkitError, match="one of the member checkpoints"):
-        ensemble_command([a], tiny_dataset, output=a)
+        ensemble([a], tiny_dataset, output=a)
     with pytest.raises(UnetkitError, match="give --data"):
-        ensemble_command([a], output=tmp_path / "e.pt", device="cpu")
+        ensemble([a], output=tmp_path / "e.pt", device="cpu")
 
 
 def test_format_ensemble_report() -> None:

@@ -9,12 +9,13 @@ import torch
 from PIL import Image
 
 from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
-from unetkit.config import Config, MaskConfig, config_from_dict
+from unetkit.config import Config, InferConfig, MaskConfig, config_from_dict
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
 from unetkit.data.source import make_prepare
 from unetkit.data.writers import write_mask, write_mask_rows
 from unetkit.infer import tiled
+from unetkit.infer.inference import InferOptions
 from unetkit.infer.predict import load_predictor, predict
 from unetkit.infer.predictor import predict_whole
 from unetkit.infer.tiling import release_pages
@@ -85,7 +86,8 @@ def test_predicted_mask_streamed_over_many_bands_equals_the_whole_map_written_at
     (tmp_path / "in").mkdir()
     Image.fromarray(pixels).save(tmp_path / "in" / "big.png")
     monkeypatch.setattr(tiled, "CHUNK_PIXELS", 120)  # pieces of 3 rows, 6 per band of 16-pixel tiles (4 bands)
-    written = predict(checkpoint, [tmp_path / "in"], tmp_path / "out", tile=16, probabilities=True, progress=False)
+    written = predict(checkpoint, [tmp_path / "in"], tmp_path / "out", options=InferOptions(tile=16),
+                      probabilities=True, progress=False)
     # before streaming: one pass over the mirror-padded image (what the valid network's tiling equals), then
     # the whole map encoded and written by write_mask
     fn, cfg = load_predictor(checkpoint, "cpu")
@@ -137,8 +139,8 @@ def test_large_tiles_go_fewer_at_a_time_and_pieces_cover_every_row_once(monkeypa
     monkeypatch.setattr(tiled, "CHUNK_PIXELS", 3 * 150)  # pieces of 3 rows of a 150-pixel-wide image
     fn = Ones()
     image = np.zeros((40, 150, 1), np.float32)
-    pieces = list(tiled.index_bands(fn, image, lambda r: torch.from_numpy(r.transpose(2, 0, 1).copy()), tile=32,
-                                    batch_size=4))
+    pieces = list(tiled.index_bands(fn, image, lambda r: torch.from_numpy(r.transpose(2, 0, 1).copy()),
+                                    InferConfig(tile=32, overlap=0, batch_size=4)))
     # 32-pixel tiles: 2 rows (0, 32) x 5 columns (0, 32, 64, 96, 128) -> batches 2, 2, 1 per row
     assert fn.batches == [2, 2, 1, 2, 2, 1]
     # rows 0..31 in pieces of 3 (the last of 2), then rows 32..39

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from unetkit.config import InferConfig
 from unetkit.infer.predictor import Predictor, predict_whole
 from unetkit.infer.tiled import predict_tiled
 from unetkit.infer.tiling import blend_window, read_region, reflect_indices, tile_starts
@@ -66,7 +67,7 @@ def test_overlap_tile_equals_one_pass_over_the_mirror_padded_image() -> None:
     predictor = Predictor(net, torch.device("cpu"))
     image = np.random.default_rng(0).random((333, 517, 1), dtype=np.float32)
     probs = np.zeros((3, 333, 517), np.float32)
-    index = predict_tiled(predictor, image, _prepare, tile=100, overlap=0, probabilities=probs)
+    index = predict_tiled(predictor, image, _prepare, InferConfig(tile=100, overlap=0), probabilities=probs)
     whole = predict_whole(predictor, _prepare(image)[None])[0].numpy()  # one pass, mirror-padded
     np.testing.assert_allclose(probs, whole, atol=1e-5)
     np.testing.assert_array_equal(index, whole.argmax(0))
@@ -78,7 +79,8 @@ def test_blended_tiles_of_a_padded_network_sum_to_one_and_agree_with_one_pass() 
     predictor = Predictor(net, torch.device("cpu"))
     image = np.random.default_rng(1).random((150, 97, 1), dtype=np.float32)
     probs = np.zeros((2, 150, 97), np.float32)
-    index = predict_tiled(predictor, image, _prepare, tile=64, overlap=16, blend="gaussian", probabilities=probs)
+    index = predict_tiled(predictor, image, _prepare, InferConfig(tile=64, overlap=16, blend="gaussian"),
+                          probabilities=probs)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
     whole = predict_whole(predictor, _prepare(image)[None])[0].numpy()
     assert (index == whole.argmax(0)).mean() > 0.95  # tiles differ from one pass only near tile borders

@@ -16,6 +16,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from unetkit.config import InferConfig
 from unetkit.infer.tiled import predict_tiled
 from unetkit.infer.tiling import blend_window, tile_starts
 
@@ -132,7 +133,7 @@ def test_tiled_prediction_puts_every_pixel_back_where_it_came_from(
     def prepare(region: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(region.transpose(2, 0, 1)))  # (1, h, w)
 
-    index = predict_tiled(net, image, prepare, tile=tile, overlap=overlap, blend=blend, batch_size=batch,
+    index = predict_tiled(net, image, prepare, InferConfig(tile=tile, overlap=overlap, blend=blend, batch_size=batch),
                           probabilities=probabilities)
     np.testing.assert_allclose(probabilities[1], image[..., 0], atol=1e-5)
     np.testing.assert_allclose(probabilities.sum(0), 1.0, atol=1e-5)

@@ -12,6 +12,7 @@ from model_table import CORE
 
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config, load_config
+from unetkit.infer.inference import InferOptions
 from unetkit.train.run import train
 
 
@@ -71,8 +72,8 @@ def test_isbi2012_valid_unet_trains_on_real_slices(tmp_path: Path, shared_datase
 
     slices = [shared_datasets / "isbi2012" / "train" / "images" / f"{i}.png" for i in (28, 29)]
     fp32 = predict(result.run_dir / "best.pt", slices, tmp_path / "fp32", progress=False)
-    bf16 = predict(result.run_dir / "best.pt", slices, tmp_path / "bf16", precision="bf16", channels_last=True,
-                   progress=False)
+    bf16 = predict(result.run_dir / "best.pt", slices, tmp_path / "bf16",
+                   options=InferOptions(precision="bf16", channels_last=True), progress=False)
     for a, b in zip(fp32, bf16, strict=True):
         agree = (np.asarray(Image.open(a)) == np.asarray(Image.open(b))).mean()
         assert agree >= 0.995, agree
@@ -88,11 +89,11 @@ def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths
 
     cfg = synthetic_config("train.epochs=1", *CORE[model])
     run = train(cfg, progress=False)
-    report = evaluate(run.run_dir / "best.pt", split="val", tta="flips", progress=False)
+    report = evaluate(run.run_dir / "best.pt", options=InferOptions(tta="flips"), split="val", progress=False)
     assert 0.0 <= report["miou"] <= 1.0 and report["images"] == 3
     # a 64x64 image predicted in 32-pixel tiles (blended for padded networks) with flip TTA
-    written = predict(run.run_dir / "best.pt", [tmp_path / "data" / "val" / "images"], tmp_path / "out", tile=32,
-                      tta="d4", progress=False)
+    written = predict(run.run_dir / "best.pt", [tmp_path / "data" / "val" / "images"], tmp_path / "out",
+                      options=InferOptions(tile=32, tta="d4"), progress=False)
     mask = np.asarray(Image.open(written[0]))
     assert mask.shape == (64, 64, 3)  # palette masks stay RGB
     palette = {(0, 0, 0), (230, 60, 60), (60, 160, 230)}

@@ -25,7 +25,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.infer.ensemble import Ensemble, load_members, normalize_weights, write_ensemble
 from unetkit.infer.evaluate import evaluation_pairs
-from unetkit.infer.inference import infer_settings, open_inference
+from unetkit.infer.inference import InferOptions, open_inference
 from unetkit.infer.predictor import Fn, classes_of
 from unetkit.metrics import scores
 from unetkit.runtime import resolve_device
@@ -115,13 +115,13 @@ def search_weights(members: Sequence[tuple[str, Fn]], pairs: Sequence[Pair], cod
     return report
 
 
-def ensemble_command(checkpoints: Sequence[str | Path], data: str | Path | None = None, *, split: str | None = None,
-                     images: str | Path | None = None, masks: str | Path | None = None,
-                     weights: Sequence[float] | None = None, search: bool = False, output: str | Path | None = None,
-                     grid_step: float = 0.1, tile: int | None = None, overlap: int | None = None,
-                     tta: str | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+def ensemble(checkpoints: Sequence[str | Path], data: str | Path | None = None, *, split: str | None = None,
+             images: str | Path | None = None, masks: str | Path | None = None, weights: Sequence[float] | None = None,
+             search: bool = False, output: str | Path | None = None, grid_step: float = 0.1,
+             options: InferOptions | None = None, device: str = "auto", progress: bool = True) -> dict[str, Any]:
     """Score the members, their equal-weight ensemble and given or searched weights on labelled images, then
-    write the ensemble file (default `ensemble.pt` in the current folder) with the chosen weights.
+    write the ensemble file (default `ensemble.pt` in the current folder) with the chosen weights. `options`
+    override the first member's inference settings (tile, overlap, TTA, ...).
 
     Saved weights: the searched ones with `search`, else `weights`, else equal. Returns the `search_weights`
     report plus "saved_weights", "saved_miou", "ensemble" (the file) and "tta".
@@ -136,7 +136,7 @@ def ensemble_command(checkpoints: Sequence[str | Path], data: str | Path | None 
     sources = [str(p) for p in paths]
     members, cfg = load_members(loaded, sources, resolve_device(device))
     Ensemble(members, weights if weights is not None else [1.0] * len(members), sources)  # geometry, weights
-    infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta)
+    infer = (options or InferOptions()).applied_to(cfg)
     pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
     report = search_weights(list(zip(sources, members, strict=True)), pairs, codec, cfg.data.channels,
                             grid_step if search else None, infer, weights, progress)

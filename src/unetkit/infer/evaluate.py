@@ -14,7 +14,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.data.weightmap import weight_cache
 from unetkit.distributed import distributed_session
 from unetkit.errors import UnetkitError
-from unetkit.infer.inference import infer_settings, load_predictor, open_inference
+from unetkit.infer.inference import InferOptions, load_predictor, open_inference
 from unetkit.infer.pictures import write_evaluation_pictures
 from unetkit.infer.scoring import score_pairs
 from unetkit.losses import SegmentationLoss, build_loss
@@ -67,14 +67,7 @@ def evaluate(
     images: str | Path | None = None,
     masks: str | Path | None = None,
     output: str | Path | None = None,
-    tile: int | None = None,
-    overlap: int | None = None,
-    tta: str | None = None,
-    threshold: float | None = None,
-    em_scores: bool | None = None,
-    precision: str | None = None,
-    channels_last: bool | None = None,
-    compile: bool | None = None,
+    options: InferOptions | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -82,7 +75,8 @@ def evaluate(
 
     The report holds pixel accuracy, per-class IoU / Dice / precision / recall and mIoU over all classes
     (background included, ignored pixels excluded), the run's loss on the predicted probabilities (`loss`,
-    mean per image) and the confusion matrix. With `em_scores` (binary boundary data, class 1 = boundary) it
+    mean per image) and the confusion matrix. `options` override the checkpoint's inference settings. With
+    `options.em_scores` (binary boundary data, class 1 = boundary) it
     adds the ISBI 2012 scores: pixel error, Rand error, V_rand, V_info, averaged over images. Default JSON
     path: `evaluation_<folder name>.json` next to the checkpoint. `--split val` with no other flags scores
     exactly what the run's validation scored: same images, same inference, same integers.
@@ -91,8 +85,7 @@ def evaluate(
     with distributed_session(device) as (world, device):
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
-        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, threshold=threshold, em_scores=em_scores,
-                               precision=precision, channels_last=channels_last, compile=compile)
+        infer = (options or InferOptions()).applied_to(cfg)
         if infer.em_scores and cfg.data.num_classes != 2:
             raise UnetkitError("EM scores need a binary boundary model; "
                                f"this one has {cfg.data.num_classes} classes")

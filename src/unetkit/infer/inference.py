@@ -14,7 +14,7 @@ and the live model of a training run therefore give the same integers in every c
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +59,31 @@ def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Co
     return model_predictor(model, resolve_device(device)), cfg
 
 
-def infer_settings(cfg: Config, **flags: object) -> InferConfig:
-    """The checkpoint's inference settings with the command-line flags that were given (not None) applied."""
-    given = {k: v for k, v in flags.items() if v is not None}
-    try:
-        return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
-    except ValidationError as err:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc']))} {e.get('input')!r}: {e['msg']}" for e in err.errors())
-        raise UnetkitError(f"invalid inference option: {problems}") from None
+@dataclass(frozen=True)
+class InferOptions:
+    """The inference options a user gives `predict`, `evaluate` and `ensemble` (the CLI's flags), as one
+    object: each field left None keeps the checkpoint's own `infer` setting (see `InferConfig`)."""
+
+    tile: int | None = None
+    overlap: int | None = None
+    blend: str | None = None
+    tta: str | None = None
+    batch_size: int | None = None
+    threshold: float | None = None
+    em_scores: bool | None = None
+    precision: str | None = None
+    channels_last: bool | None = None
+    compile: bool | None = None
+
+    def applied_to(self, cfg: Config) -> InferConfig:
+        """`cfg.infer` with the given options applied; a bad value is one line naming its flag."""
+        given = {k: v for k, v in asdict(self).items() if v is not None}
+        try:
+            return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
+        except ValidationError as err:
+            problems = "; ".join(f"--{'.'.join(map(str, e['loc']))} {e.get('input')!r}: {e['msg']}"
+                                 for e in err.errors())
+            raise UnetkitError(f"invalid inference option: {problems}") from None
 
 
 def validation_settings(cfg: Config) -> InferConfig:
@@ -102,9 +119,7 @@ class Inference:
                 probabilities[:] = probs.numpy().astype(probabilities.dtype)
             yield 0, classes_of(probs, infer.threshold).numpy().astype(np.uint8)
             return
-        yield from index_bands(self.fn, image, self.prepare, tile=infer.tile, overlap=infer.overlap_for(self.fn.margin),
-                               blend=infer.blend, batch_size=infer.batch_size, probabilities=probabilities,
-                               threshold=infer.threshold)
+        yield from index_bands(self.fn, image, self.prepare, infer, probabilities=probabilities)
 
     def segment(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
         """(H, W[, C]) image -> (H, W) uint8 class indices (all of `bands`)."""

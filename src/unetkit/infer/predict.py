@@ -23,7 +23,7 @@ from unetkit.data.source import open_image, to_unit
 from unetkit.data.writers import write_image, write_mask_rows
 from unetkit.distributed import barrier, distributed_session
 from unetkit.errors import UnetkitError
-from unetkit.infer.inference import Inference, infer_settings, load_predictor, open_inference
+from unetkit.infer.inference import Inference, InferOptions, load_predictor, open_inference
 from unetkit.infer.pictures import overlay
 
 
@@ -104,20 +104,16 @@ def predict(
     inputs: list[str | Path],
     output_dir: str | Path,
     *,
+    options: InferOptions | None = None,
     overlays: bool = False,
     probabilities: bool = False,
-    tile: int | None = None,
-    overlap: int | None = None,
-    tta: str | None = None,
-    threshold: float | None = None,
-    precision: str | None = None,
-    channels_last: bool | None = None,
-    compile: bool | None = None,
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
 ) -> list[Path]:
     """Predict every input image and write its mask (and extras) to `output_dir`; returns the mask paths.
+
+    `options` override the checkpoint's inference settings (tile, overlap, TTA, threshold, precision, ...).
 
     Inputs whose mask is already in `output_dir` are kept as they are unless `overwrite` (`existing_masks`
     lists them). Images over the checkpoint config's `data.max_image_pixels` are refused. Under torchrun the
@@ -126,9 +122,7 @@ def predict(
     with distributed_session(device) as (world, device):
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
-        infer = infer_settings(cfg, tile=tile, overlap=overlap, tta=tta, threshold=threshold, precision=precision,
-                               channels_last=channels_last, compile=compile)
-        inference = open_inference(predictor, cfg, infer)
+        inference = open_inference(predictor, cfg, (options or InferOptions()).applied_to(cfg))
         codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
         out = Path(output_dir)
         files = prepare_outputs(collect_inputs(inputs), out, overwrite)

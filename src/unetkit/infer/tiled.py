@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from unetkit.config import InferConfig
 from unetkit.data.source import Prepare
 from unetkit.infer.predictor import Fn, classes_of
 from unetkit.infer.tiling import blend_window, read_region, release_pages, tile_starts
@@ -43,25 +44,18 @@ def tile_geometry(fn: Fn, tile: int) -> tuple[int, int]:
     return size_in, fn.output_size(size_in)
 
 
-def probability_bands(
-    fn: Fn,
-    image: np.ndarray,
-    prepare: Prepare,
-    *,
-    tile: int = 512,
-    overlap: int = 0,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    progress: bool = False,
-) -> Iterator[tuple[int, torch.Tensor]]:
+def probability_bands(fn: Fn, image: np.ndarray, prepare: Prepare, tiling: InferConfig, progress: bool = False
+                      ) -> Iterator[tuple[int, torch.Tensor]]:
     """Blended probabilities of an (H, W, C) image, top to bottom: `(top, (K, rows, W) float32)` pieces.
 
+    `tiling` gives the tile size, overlap (`overlap_for` the network's margin), blend window and batch size.
     `fn` maps (N, C, h, w) normalized tiles to (N, K, h - 2*margin, w - 2*margin) probabilities; it gets at
     most `batch_size` tiles and `PASS_PIXELS` input pixels at a time. Each piece is a new tensor (the caller
     may keep it); consecutive pieces cover rows 0..H-1 exactly once.
     """
     height, width = image.shape[:2]
-    size_in, size_out = tile_geometry(fn, tile)
+    overlap, blend = tiling.overlap_for(fn.margin), tiling.blend
+    size_in, size_out = tile_geometry(fn, tiling.tile)
     if overlap >= size_out:
         raise ValueError(f"overlap {overlap} must be smaller than the output tile {size_out}")
     ys = tile_starts(height, size_out, overlap, fn.stride)
@@ -70,7 +64,7 @@ def probability_bands(
     acc: torch.Tensor | None = None  # (K, t, W + t): probabilities of rows [top, top + t), weighted
     weight = torch.zeros(size_out, width + size_out)
     chunk = max(1, CHUNK_PIXELS // width)
-    batch_size = max(1, min(batch_size, PASS_PIXELS // size_in**2))
+    batch_size = max(1, min(tiling.batch_size, PASS_PIXELS // size_in**2))
     bar = tqdm(total=len(ys) * len(xs), desc="tiles", leave=False, disable=not progress, dynamic_ncols=True)
     for row, y in enumerate(ys):
         for first in range(0, len(xs), batch_size):
@@ -97,46 +91,23 @@ def probability_bands(
     bar.close()
 
 
-def index_bands(
-    fn: Fn,
-    image: np.ndarray,
-    prepare: Prepare,
-    *,
-    tile: int = 512,
-    overlap: int = 0,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    probabilities: np.ndarray | None = None,
-    progress: bool = False,
-    threshold: float = 0.5,
-) -> Iterator[tuple[int, np.ndarray]]:
+def index_bands(fn: Fn, image: np.ndarray, prepare: Prepare, tiling: InferConfig,
+                probabilities: np.ndarray | None = None, progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
     """Class indices of an (H, W, C) image, top to bottom: `(top, (rows, W) uint8)` pieces (see
-    `probability_bands`; `threshold` as in `classes_of`). When `probabilities` is given (a (K, H, W) array, e.g.
-    a memory-mapped .npy), the blended probabilities are written into it as rows finish.
+    `probability_bands`; `tiling.threshold` as in `classes_of`). When `probabilities` is given (a (K, H, W)
+    array, e.g. a memory-mapped .npy), the blended probabilities are written into it as rows finish.
     """
-    for top, probs in probability_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend,
-                                        batch_size=batch_size, progress=progress):
+    for top, probs in probability_bands(fn, image, prepare, tiling, progress):
         if probabilities is not None:
             probabilities[:, top : top + probs.shape[1]] = probs.numpy().astype(probabilities.dtype)
             release_pages(probabilities)  # written pages stay in the file cache until saved
-        yield top, classes_of(probs, threshold).to(torch.uint8).numpy()
+        yield top, classes_of(probs, tiling.threshold).to(torch.uint8).numpy()
 
 
-def predict_tiled(
-    fn: Fn,
-    image: np.ndarray,
-    prepare: Prepare,
-    *,
-    tile: int = 512,
-    overlap: int = 0,
-    blend: str = "gaussian",
-    batch_size: int = 4,
-    probabilities: np.ndarray | None = None,
-    progress: bool = False,
-) -> np.ndarray:
+def predict_tiled(fn: Fn, image: np.ndarray, prepare: Prepare, tiling: InferConfig,
+                  probabilities: np.ndarray | None = None, progress: bool = False) -> np.ndarray:
     """Segment an (H, W, C) image tile by tile; returns (H, W) uint8 class indices (see `index_bands`)."""
-    return assemble(index_bands(fn, image, prepare, tile=tile, overlap=overlap, blend=blend, batch_size=batch_size,
-                                probabilities=probabilities, progress=progress), image.shape[:2])
+    return assemble(index_bands(fn, image, prepare, tiling, probabilities, progress), image.shape[:2])
 
 
 def assemble(bands: Iterable[tuple[int, np.ndarray]], shape: tuple[int, int]) -> np.ndarray:
