@@ -48,7 +48,7 @@ def model_metadata(cfg: Config, channels_out: int, model: nn.Module, input_size:
         "unetkit.classes": json.dumps(list(cfg.data.classes)),
         "unetkit.out_channels": str(channels_out),
         "unetkit.margin": str(model.margin),  # informative for other consumers; unetkit recomputes them
-        "unetkit.stride": str(2**model.depth),
+        "unetkit.stride": str(model.stride),
         "unetkit.input_size": str(input_size or 0),  # 0 = any valid size
     }
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetkit.infer.predictor import Predictor, mirror_pad, padding_for, predict_whole, to_probabilities
+from unetkit.infer.geometry import padding_for
+from unetkit.infer.predictor import Predictor, mirror_pad, predict_whole, to_probabilities
 from unetkit.models.unet import UNet
 
 

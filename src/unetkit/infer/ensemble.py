@@ -28,25 +28,23 @@ from unetkit.checkpoint import (
 )
 from unetkit.config import Config, config_from_dict
 from unetkit.errors import UnetkitError
+from unetkit.infer.geometry import HoldsGeometry, SharedGeometry, geometry_of
 from unetkit.infer.predictor import Fn, Predictor
 from unetkit.models.fold import fold_batch_norm
 
 FORMAT = "unetkit-ensemble"
 VERSION = 1
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "history")  # only needed to resume training
-_GEOMETRY = ("margin", "stride", "output_size", "input_size_for", "is_valid_input")
 
 
-class Normalized:
+class Normalized(HoldsGeometry):
     """Wrap a predictor so it takes [0, 1] input: `(x - mean) / std` per channel, then the predictor."""
 
     def __init__(self, fn: Fn, mean: Sequence[float], std: Sequence[float]) -> None:
         self.fn = fn
         self.mean = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)  # (1, C or 1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        for name in _GEOMETRY:
-            if hasattr(fn, name):
-                setattr(self, name, getattr(fn, name))
+        self.geometry = geometry_of(fn)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn((x - self.mean) / self.std)
@@ -65,22 +63,7 @@ def normalize_weights(weights: Sequence[float], count: int, source: str = "ensem
     return [w / total for w in values]
 
 
-def _combined_geometry(members: Sequence[Fn], sources: Sequence[str]) -> tuple[int, int]:
-    """(margin, stride) shared by all members: padded nets combine freely, unpadded ones only when identical."""
-    if all(m.margin == 0 for m in members):
-        return 0, math.lcm(*(m.stride for m in members))
-    first = members[0]
-    for member, source in zip(members[1:], sources[1:], strict=True):
-        if (member.margin, member.stride) != (first.margin, first.stride):
-            raise UnetkitError(
-                f"{source}: its network crops {member.margin} px per side (pooling stride {member.stride}) but "
-                f"{sources[0]} crops {first.margin} px (stride {first.stride}), so their outputs cover different "
-                "pixels; ensemble only padded ('same') U-Nets, or unpadded ('valid') U-Nets of one depth"
-            )
-    return first.margin, first.stride
-
-
-class Ensemble:
+class Ensemble(HoldsGeometry):
     """Weighted average of member predictors, each taking the same [0, 1] input `(N, C, h, w)`.
 
     Padded members (margin 0) may pool to different depths: the ensemble accepts the sizes every member
@@ -94,28 +77,7 @@ class Ensemble:
         self.members = list(members)
         self.sources = sources
         self.weights = normalize_weights(weights, len(members))
-        self.margin, self.stride = _combined_geometry(self.members, sources)
-
-    def is_valid_input(self, input_size: int) -> bool:
-        return all(m.is_valid_input(input_size) for m in self.members)
-
-    def output_size(self, input_size: int) -> int:
-        if self.margin:
-            return self.members[0].output_size(input_size)
-        if not self.is_valid_input(input_size):
-            raise UnetkitError(f"input size {input_size} does not fit every ensemble member; "
-                               f"use a multiple of {self.stride}")
-        return input_size
-
-    def input_size_for(self, output_size: int) -> int:
-        """Smallest input valid for every member whose output covers `output_size`."""
-        if self.margin:
-            return self.members[0].input_size_for(output_size)
-        start = max(m.input_size_for(output_size) for m in self.members)
-        for size in range(start, start + self.stride + 1):  # a common multiple of the strides lies within
-            if self.is_valid_input(size):
-                return size
-        raise ValueError(f"no input size from {start} on fits every ensemble member")
+        self.geometry = SharedGeometry([geometry_of(m) for m in self.members], sources)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

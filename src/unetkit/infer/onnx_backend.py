@@ -25,6 +25,7 @@ from torch import nn
 
 from unetkit.config import Config, config_from_dict
 from unetkit.errors import UnetkitError
+from unetkit.infer.geometry import FixedInput, Geometry, HoldsGeometry
 from unetkit.infer.predictor import to_probabilities
 from unetkit.models.build import build_model
 
@@ -64,7 +65,7 @@ def read_metadata(meta: dict[str, str], source: str, expected: str = FORMAT) -> 
     return config_from_dict(tree, source), out_channels, input_size
 
 
-class OnnxPredictor:
+class OnnxPredictor(HoldsGeometry):
     """An onnxruntime session with the Predictor contract: `(N, C, h, w)` normalized float32 input ->
     `(N, K, h - 2*margin, w - 2*margin)` float32 probabilities on the CPU, plus the network's geometry.
 
@@ -79,28 +80,7 @@ class OnnxPredictor:
         self.net = net
         self.input_size = input_size
         self.source = source
-        self.margin: int = net.margin
-        self.stride: int = 2**net.depth
-
-    def is_valid_input(self, input_size: int) -> bool:
-        return self.net.is_valid_input(input_size) and self.input_size in (None, input_size)
-
-    def output_size(self, input_size: int) -> int:
-        if self.input_size not in (None, input_size):
-            raise UnetkitError(f"{self.source} takes {self.input_size}x{self.input_size} inputs only, not "
-                               f"{input_size}; export the checkpoint without a fixed tile for other sizes")
-        return self.net.output_size(input_size)
-
-    def input_size_for(self, output_size: int) -> int:
-        """Smallest accepted input whose output covers `output_size`; with a fixed tile, that tile or an error."""
-        size = self.net.input_size_for(output_size)
-        if self.input_size is None:
-            return size
-        if size > self.input_size:
-            covered = self.net.output_size(self.input_size)
-            raise UnetkitError(f"{self.source} was exported for {self.input_size}x{self.input_size} inputs "
-                               f"({covered} output pixels); predict with --tile {covered} or less")
-        return self.input_size
+        self.geometry: Geometry = net if input_size is None else FixedInput(net, input_size, source)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, h, w) valid input -> (N, C_out, h', w') float32 logits on the CPU."""

@@ -1,8 +1,8 @@
 """The inference chain: a model-level predictor, wrapped by TTA and tiling, each a callable.
 
 Every link is a callable `(N, C, h, w) normalized input -> (N, K, h - 2*margin, w - 2*margin) probabilities`
-with the geometry of the network it wraps (`margin`, `stride`, `output_size`, `input_size_for`,
-`is_valid_input`), so test-time augmentation, ensembles and exported models plug into the same tiling.
+holding the geometry of the network it wraps (`unetkit.infer.geometry`), so test-time augmentation, ensembles
+and exported models plug into the same tiling.
 `predict_whole` turns such a callable into one that takes an image of any size: it mirror-pads the image to
 the smallest input whose output covers it (mirroring, as the paper does, so border pixels see plausible
 context), calls once and crops back.
@@ -11,24 +11,14 @@ context), calls once and crops back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from unetkit.errors import UnetkitError
-
-
-class Geometry(Protocol):
-    """What tiling needs to know about a network: which sizes it takes and how much it crops."""
-
-    margin: int
-    stride: int
-
-    def output_size(self, input_size: int) -> int: ...
-    def input_size_for(self, output_size: int) -> int: ...
-    def is_valid_input(self, input_size: int) -> bool: ...
+from unetkit.infer.geometry import Geometry, HoldsGeometry, geometry_of, padding_for
 
 
 def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
@@ -42,16 +32,6 @@ def mirror_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) ->
         x = F.pad(x, (lf, r, t, b), mode="reflect")
         top, bottom, left, right = top - t, bottom - b, left - lf, right - r
     return x
-
-
-def padding_for(geometry: Geometry, size: int) -> tuple[int, int]:
-    """(pad_before, pad_after) along one axis so the network's output covers `size` pixels from its start.
-
-    Output pixels beyond the image all go to the end, so the pass sits on the same pooling grid as the
-    tiles of `predict_tiled` (which start at 0) and both give identical results.
-    """
-    padded = geometry.input_size_for(size)
-    return geometry.margin, padded - size - geometry.margin
 
 
 def to_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -77,7 +57,7 @@ def classes_of(probs: torch.Tensor, threshold: float = 0.5, dim: int = -3) -> to
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
-class Predictor:
+class Predictor(HoldsGeometry):
     """A network ready for inference: eval mode, device, optional autocast; returns probabilities on the CPU.
 
     `precision` bf16 (CPUs with AVX-512 bf16 or AMX, and GPUs) or fp16 (GPUs) runs the convolutions under
@@ -97,11 +77,7 @@ class Predictor:
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._batches: dict[tuple[int, ...], int] = {}  # (C, h, w) -> largest batch the compiled graph has run
         self.configure(precision, channels_last, compile)
-        self.margin: int = model.margin
-        self.stride: int = 2**model.depth
-        self.output_size = model.output_size
-        self.input_size_for = model.input_size_for
-        self.is_valid_input = model.is_valid_input
+        self.geometry: Geometry = model  # a network is its own size rule
 
     def configure(self, precision: Precision = "fp32", channels_last: bool = False, compile: bool = False) -> None:
         """Choose the speed options (see the class docstring); fp16 needs a GPU."""
@@ -153,10 +129,10 @@ def configure_speed(fn: object, precision: Precision, channels_last: bool, compi
 def predict_whole(fn: Fn, images: torch.Tensor, geometry: Geometry | None = None) -> torch.Tensor:
     """Run `fn` once over (N, C, H, W) images of any size; returns its output cropped to (N, K, H, W).
 
-    `geometry` defaults to `fn` itself (a Predictor or a wrapper); pass it when `fn` is a bare function such
-    as `predictor.logits`.
+    `geometry` defaults to the one `fn` holds (a Predictor or a wrapper); pass it when `fn` is a bare function
+    such as `predictor.logits`.
     """
-    geometry = geometry or fn  # type: ignore[assignment]
+    geometry = geometry or geometry_of(fn)
     h, w = images.shape[-2:]
     top, bottom = padding_for(geometry, h)
     left, right = padding_for(geometry, w)

@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from unetkit.infer.geometry import HoldsGeometry, geometry_of
 from unetkit.infer.predictor import Fn
 
 TTAMode = Literal["none", "flips", "d4"]
@@ -26,15 +27,13 @@ def _views(mode: TTAMode) -> list[tuple[int, bool]]:
     return [(0, False)]
 
 
-class TTA:
+class TTA(HoldsGeometry):
     """Wrap a predictor callable `(N, C, h, w) -> (N, K, h', w')` so it averages over symmetric views."""
 
     def __init__(self, fn: Fn, mode: TTAMode = "d4") -> None:
         self.fn = fn
         self.views = _views(mode)
-        for name in ("margin", "stride", "output_size", "input_size_for", "is_valid_input"):  # same geometry
-            if hasattr(fn, name):
-                setattr(self, name, getattr(fn, name))
+        self.geometry = geometry_of(fn)  # the views change no sizes
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

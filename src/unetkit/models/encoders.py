@@ -248,8 +248,12 @@ class EncoderUNet(nn.Module):
 
     # Size rule, per spatial dimension: positive multiples of 2**depth from `min_size` on.
 
+    @property
+    def stride(self) -> int:
+        return 2**self.depth
+
     def is_valid_input(self, input_size: int) -> bool:
-        return input_size >= self.min_size and input_size % 2**self.depth == 0
+        return input_size >= self.min_size and input_size % self.stride == 0
 
     def nearest_valid_sizes(self, input_size: int) -> tuple[int | None, int]:
         """(largest valid size <= input_size or None, smallest valid size >= input_size): 65 -> (64, 96)."""

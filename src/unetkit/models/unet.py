@@ -79,7 +79,7 @@ class UNet(nn.Module):
     channel and two classes, 572x572 -> 388x388 logits.
     """
 
-    __jit_unused_properties__ = ["margin"]  # size maths is plain Python; torch.jit.script skips it
+    __jit_unused_properties__ = ["margin", "stride"]  # size maths is plain Python; torch.jit.script skips it
 
     def __init__(
         self,
@@ -193,6 +193,11 @@ class UNet(nn.Module):
         """
         smallest = self.nearest_valid_sizes(1)[1]
         return (smallest - self.output_size(smallest)) // 2
+
+    @property
+    def stride(self) -> int:
+        """The pooling grid, 2**depth: valid sizes repeat with this period, and tiles start on it."""
+        return 2**self.depth
 
     def input_size_for(self, output_size: int) -> int:
         """Smallest valid input whose output is at least `output_size` (388 -> 572 for the paper's net)."""
