@@ -4,7 +4,7 @@
 
 Reference: the pattern most tutorials use: NCHW fp32, `DataLoader(dataset, batch_size, shuffle=True)` with its
 defaults (no workers), `loss.item()` every step. unetkit: `train_one_epoch` with 2 persistent workers,
-channels-last and bf16 autocast (`train.bf16`, `train.channels_last`). Both train a padded U-Net on ISBI 2012
+channels-last and bf16 autocast (`train.precision: bf16`, `train.channels_last`). Both train a padded U-Net on ISBI 2012
 crops of 256x256 with the same augmentation; images/s over the same number of steps after one warm-up step.
 """
 

@@ -2,9 +2,10 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from unetkit.config import Config, LossTerm, load_config, save_config
+from unetkit.config import Config, LossTerm, config_from_dict, load_config, save_config
 from unetkit.errors import UnetkitError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,3 +200,24 @@ def test_packaged_config_loads(path: Path, tmp_path: Path, monkeypatch: pytest.M
     assert cfg.data.num_classes >= 2
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_one_precision_setting_reads_the_older_amp_and_bf16_keys() -> None:
+    # configs and checkpoints written before `train.precision` existed still load, meaning what they meant
+    older = {(True, False): "auto", (False, False): "fp32", (True, True): "bf16", (False, True): "bf16"}
+    for (amp, bf16), precision in older.items():
+        assert config_from_dict({"train": {"amp": amp, "bf16": bf16}}).train.precision == precision
+    assert config_from_dict({"train": {"bf16": True}}).train.precision == "bf16"
+    assert config_from_dict({}).train.precision == "auto"
+    with pytest.raises(UnetkitError, match="train.precision"):
+        config_from_dict({"train": {"precision": "fp8"}})
+
+
+def test_fp16_training_needs_a_gpu() -> None:
+    from unetkit.train.run import training_autocast
+
+    cpu = torch.device("cpu")
+    assert training_autocast("auto", cpu) is None and training_autocast("bf16", cpu) is torch.bfloat16
+    assert training_autocast("auto", torch.device("cuda")) is torch.float16
+    with pytest.raises(UnetkitError, match="train.precision fp16 needs a CUDA GPU"):
+        training_autocast("fp16", cpu)

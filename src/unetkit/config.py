@@ -170,8 +170,9 @@ class TrainConfig(Strict):
     epochs: int = Field(20, gt=0)
     max_minutes: float | None = Field(None, gt=0)  # time budget: stop after the epoch that passes it
     device: str = "auto"  # auto = cuda when available, else cpu
-    amp: bool = True  # fp16 mixed precision on CUDA (with gradient scaling); CPU runs in fp32 unless bf16
-    bf16: bool = False  # bf16 autocast instead (CPUs with AVX-512 bf16 / AMX, recent GPUs): ~2x conv speed on such CPUs
+    # autocast of the forward pass; weights and optimiser stay fp32. auto = fp16 on CUDA (with gradient scaling),
+    # fp32 elsewhere; bf16 = CPUs with AVX-512 bf16 / AMX and recent GPUs (~2x conv speed on such CPUs)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     channels_last: bool = False  # NHWC activations: faster convolutions with oneDNN / cuDNN
     compile: bool = False  # torch.compile the network: slow first steps (compiling), faster after
     seed: int = 0
@@ -184,6 +185,18 @@ class TrainConfig(Strict):
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips that step
     sync_batchnorm: bool = False  # under torchrun: batch-norm statistics over the global batch, not per process
     dist_timeout_minutes: float = Field(10.0, gt=0)  # under torchrun: a rank silent this long ends the run
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_precision_keys(cls, values: Any) -> Any:
+        """Configs and checkpoints of earlier versions spelt the precision `amp: bool` + `bf16: bool`."""
+        if not isinstance(values, dict) or not {"amp", "bf16"} & values.keys():
+            return values
+        values = dict(values)
+        amp, bf16 = values.pop("amp", True), values.pop("bf16", False)
+        if "precision" not in values:
+            values["precision"] = "bf16" if bf16 else ("auto" if amp else "fp32")
+        return values
 
 
 class InferConfig(Strict):

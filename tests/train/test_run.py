@@ -102,11 +102,12 @@ def test_every_model_family_trains_evaluates_and_predicts_through_the_same_paths
 
 
 def test_bf16_channels_last_training_learns(synthetic_config: Callable[..., Config]) -> None:
-    result = train(synthetic_config("optim.lr=0.01", "train.bf16=true", "train.channels_last=true"),
+    result = train(synthetic_config("optim.lr=0.01", "train.precision=bf16", "train.channels_last=true"),
                    progress=False)
     assert result.history[-1]["train_loss"] < 0.8 * result.history[0]["train_loss"]
     model, cfg = model_from_checkpoint(load_checkpoint(result.run_dir / "best.pt"))
-    assert cfg.train.bf16 and all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+    assert cfg.train.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
 
 
 def test_compiled_training_matches_eager(synthetic_config: Callable[..., Config]) -> None:

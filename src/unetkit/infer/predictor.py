@@ -67,11 +67,10 @@ class Predictor(HoldsGeometry):
     tile size (the last tiles of a row) is padded with zeros to that size and the compiled graph is reused.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, amp: bool = False, precision: Precision = "fp32",
+    def __init__(self, model: nn.Module, device: torch.device, precision: Precision = "fp32",
                  channels_last: bool = False, compile: bool = False) -> None:
         self.model = model.to(device).eval()
         self.device = device
-        self.amp = amp and device.type == "cuda"
         self.dtype: torch.dtype | None = None
         self.channels_last = False
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -84,8 +83,6 @@ class Predictor(HoldsGeometry):
         if precision == "fp16" and self.device.type != "cuda":
             raise UnetkitError("precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
         self.dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-        if self.dtype is None and self.amp:
-            self.dtype = torch.float16
         self.channels_last = channels_last
         self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.compiled = torch.compile(self.model, dynamic=False) if compile else None  # compiles on first call

@@ -135,9 +135,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     model.to(device)
     optimizer = build_optimizer(cfg.optim, model)
     scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.epochs, cfg.train.monitor == "miou")
-    use_amp = cfg.train.amp and device.type == "cuda" and not cfg.train.bf16
-    autocast = torch.bfloat16 if cfg.train.bf16 else (torch.float16 if use_amp else None)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)  # bf16 needs no loss scaling
+    autocast = training_autocast(cfg.train.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast is torch.float16)  # bf16 needs no loss scaling
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     run = Run(cfg, world, device, run_dir, data, model, model, optimizer, scheduler, scaler, autocast, say, show)
@@ -293,6 +292,15 @@ def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float)
             f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
             f"{state.history[-1]['seconds']:.0f}s{skipped}")
     return val, val_scores
+
+
+def training_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `train.precision` on `device` (None: plain fp32); fp16 is refused off CUDA."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UnetkitError("train.precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def _parallel(model: nn.Module, cfg: Config, world: World, device: torch.device) -> nn.Module:
