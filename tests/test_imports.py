@@ -103,3 +103,17 @@ def test_the_layering_check_sees_local_relative_and_dynamic_imports() -> None:
               "importlib.import_module('unetkit.infer.x')\n")
     found = _imports(source, "unetkit.data")
     assert {"unetkit.train.plots", "unetkit.train", "unetkit.train.loop", "unetkit.data.io", "unetkit.infer.x"} <= found
+
+
+def test_functions_in_train_and_infer_stay_short() -> None:
+    # plain functions that read top to bottom: none over about 60 lines (docstring included)
+    package = Path(__file__).resolve().parents[1] / "src" / "unetkit"
+    long = []
+    for folder in ("train", "infer"):
+        for path in sorted((package / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > 60:
+                        long.append(f"{folder}/{path.name}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long

@@ -27,7 +27,7 @@ from unetkit.infer.ensemble import Ensemble, load_members, normalize_weights, wr
 from unetkit.infer.evaluate import evaluation_pairs
 from unetkit.infer.inference import InferOptions, open_inference
 from unetkit.infer.predictor import Fn, classes_of
-from unetkit.metrics import scores
+from unetkit.metrics import ConfusionMatrix, scores
 from unetkit.runtime import resolve_device
 
 MAX_COMBINATIONS = 20_000  # beyond this a finer grid costs more than it can gain
@@ -58,23 +58,22 @@ def weighting_confusions(members: Sequence[Fn], pairs: Sequence[Pair], codec: Ma
     scale_only = Config(data=DataConfig(channels=channels, classes=[str(c) for c in range(max(k, 2))],
                                         mean=[0.0], std=[1.0]))
     inferences = [open_inference(member, scale_only, infer) for member in members]
-    counts = torch.zeros(len(weightings), k * k, dtype=torch.int64)
+    confusions = [ConfusionMatrix(k) for _ in weightings]
     for pair in tqdm(pairs, desc="ensemble", disable=not progress, dynamic_ncols=True):
         image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) class indices
         target = torch.from_numpy(mask).reshape(-1).long()
-        keep = target != IGNORE_INDEX
+        keep = target != IGNORE_INDEX  # ConfusionMatrix skips these too; dropping them first saves the sums
         probs = np.empty((len(inferences), k, *mask.shape), np.float32)  # (M, K, H, W)
         for i, inference in enumerate(inferences):
             inference.segment(image, probs[i])
         kept = torch.from_numpy(probs).reshape(len(inferences), k, -1)[:, :, keep]  # (M, K, P)
-        cells = target[keep] * k  # row offset of each kept pixel's true class
-        for row, weights in enumerate(weightings):
+        for confusion, weights in zip(confusions, weightings, strict=True):
             # summed member by member, as `Ensemble` does, so a saved weighting predicts exactly what was scored
             total = kept[0] * weights[0]  # (K, P)
             for member, weight in zip(kept[1:], weights[1:], strict=True):
                 total = total + member * weight
-            counts[row] += torch.bincount(cells + classes_of(total, infer.threshold, dim=0), minlength=k * k)
-    return counts.reshape(-1, k, k)
+            confusion.update(classes_of(total, infer.threshold, dim=0), target[keep])
+    return torch.stack([confusion.matrix for confusion in confusions])
 
 
 def search_weights(members: Sequence[tuple[str, Fn]], pairs: Sequence[Pair], codec: MaskCodec, channels: int,

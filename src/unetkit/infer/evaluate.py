@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from unetkit.atomic import atomic_write
 from unetkit.config import Config
 from unetkit.data.dataset import Pair, dataset_pairs, pair_files, test_pairs
 from unetkit.data.io import channel_warning, set_pixel_limit
@@ -16,7 +17,7 @@ from unetkit.distributed import distributed_session
 from unetkit.errors import UnetkitError
 from unetkit.infer.inference import InferOptions, load_predictor, open_inference
 from unetkit.infer.pictures import write_evaluation_pictures
-from unetkit.infer.scoring import score_pairs
+from unetkit.infer.scoring import Scored, score_pairs
 from unetkit.losses import SegmentationLoss, build_loss
 from unetkit.metrics import scores
 
@@ -106,13 +107,18 @@ def evaluate(
                       images=len(pairs), tta=infer.tta, threshold=infer.threshold, confusion_matrix=matrix.tolist())
         out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
         report["json"] = str(out)
-        if not world.main:  # rank 0 writes the report
-            return report
-        try:
-            out.write_text(json.dumps(report, indent=2) + "\n")
-            pictures = write_evaluation_pictures(report, matrix.numpy(), cfg.data.classes, scored.samples,
-                                                 codec.colors(), out.parent, prefix=f"{out.stem}_")
-        except OSError as err:
-            raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
-        report["pictures"] = [str(p) for p in pictures]
+        if world.main:  # rank 0 writes the report
+            report["pictures"] = [str(p) for p in write_report(report, out, scored, cfg, codec)]
         return report
+
+
+def write_report(report: dict[str, Any], out: Path, scored: Scored, cfg: Config, codec: MaskCodec) -> list[Path]:
+    """Write the JSON report to `out` and its pictures beside it (`OUT_class_iou.png`, `OUT_confusion.png`,
+    `OUT_samples.png`); returns the pictures' paths. A failed write is one line naming the file."""
+    try:
+        with atomic_write(out, "w") as f:
+            f.write(json.dumps(report, indent=2) + "\n")
+        return write_evaluation_pictures(report, scored.confusion.matrix.numpy(), cfg.data.classes, scored.samples,
+                                         codec.colors(), out.parent, prefix=f"{out.stem}_")
+    except OSError as err:
+        raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
