@@ -24,16 +24,20 @@ from unetkit.errors import UnetkitError
 if TYPE_CHECKING:
     from unetkit.config import Config, load_config
     from unetkit.demo import run_demo
+    from unetkit.infer.ensemble_search import ensemble
     from unetkit.infer.evaluate import evaluate
+    from unetkit.infer.inference import InferOptions
     from unetkit.infer.predict import predict
     from unetkit.models.unet import UNet
     from unetkit.train.run import train
 
 _LAZY = {"Config": "unetkit.config", "load_config": "unetkit.config", "run_demo": "unetkit.demo",
          "evaluate": "unetkit.infer.evaluate", "predict": "unetkit.infer.predict", "UNet": "unetkit.models.unet",
-         "train": "unetkit.train.run"}
+         "train": "unetkit.train.run", "ensemble": "unetkit.infer.ensemble_search",
+         "InferOptions": "unetkit.infer.inference"}
 
-__all__ = ["Config", "UNet", "UnetkitError", "evaluate", "load_config", "predict", "run_demo", "train"]
+__all__ = ["Config", "InferOptions", "UNet", "UnetkitError", "ensemble", "evaluate", "load_config", "predict",
+           "run_demo", "train"]
 __version__ = "0.1.0"
 
 
