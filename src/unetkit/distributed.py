@@ -88,6 +88,17 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
+def rank_max(value: float) -> float:
+    """The largest of every rank's `value` (e.g. the slowest rank's clock), so all ranks act on one number."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def broadcast_buffers(module: torch.nn.Module) -> None:
     """Give every rank rank 0's buffers (batch-norm running statistics), in place.
 

@@ -172,11 +172,12 @@ def test_sgd_trains_with_the_configured_momentum(synthetic_config: Callable[...,
     assert states and all("momentum_buffer" in s and "exp_avg" not in s for s in states)
 
 
-def test_time_budget_stops_after_the_epoch_that_passes_it(synthetic_config: Callable[..., Config],
+def test_time_budget_stops_in_the_epoch_that_spends_it(synthetic_config: Callable[..., Config],
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     result = train(synthetic_config("train.epochs=5", "train.max_minutes=0.0001", *FAST), progress=False)
     assert [row["epoch"] for row in result.history] == [1]
-    assert "time budget of 0.0001 minutes used up after epoch 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "time budget of 0.0001 minutes used up in epoch 1 (step 1 of 2); the learning rate ended at 0" in out
     last = load_checkpoint(result.run_dir / "last.pt")
     assert last["epoch"] == 1 and last["config"]["train"]["epochs"] == 5
     summary = json.loads((result.run_dir / "summary.json").read_text())

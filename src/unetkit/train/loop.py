@@ -59,14 +59,15 @@ def train_one_epoch(
     autocast: torch.dtype | None = None,
     channels_last: bool = False,
     on_nonfinite: str = "stop",
-    after_step: Callable[[EpochProgress], None] | None = None,
+    after_step: Callable[[EpochProgress], bool] | None = None,
     total_steps: int | None = None,
     desc: str = "train",
     show: bool = True,
 ) -> EpochProgress:
     """Train over `loader` once, adding to `progress` (fresh, or restored from a mid-epoch checkpoint).
 
-    `after_step` runs after every step (checkpointing, stop requests). A step whose loss or gradients are not
+    `after_step` runs after every step (checkpointing, stop requests, the time budget); when it returns True
+    the epoch ends there. A step whose loss or gradients are not
     finite raises NonFiniteLoss before the optimizer touches the weights, or with `on_nonfinite="skip"` is
     dropped and counted in `progress.skipped`. The running loss stays on the device and is read back only
     every few steps for the progress bar.
@@ -100,8 +101,8 @@ def train_one_epoch(
             progress.confusion.update(to_probabilities(logits.detach().float()).argmax(1), target)
         if progress.steps % 10 == 1:
             bar.set_postfix(loss=shown_loss(progress.mean_loss()))
-        if after_step is not None:
-            after_step(progress)
+        if after_step is not None and after_step(progress):
+            break
     return progress
 
 

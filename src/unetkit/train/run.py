@@ -35,6 +35,7 @@ from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
 from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
+from unetkit.train.budget import TimeBudget
 from unetkit.train.loop import NonFiniteLoss, shown_loss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
 from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs
@@ -70,6 +71,7 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_scores: dict[str, Any] | None = None
     partial: dict[str, Any] | None = None  # the saved progress of an epoch stopped mid-way
+    budget: dict[str, Any] | None = None  # the time budget's clock (`TimeBudget.state_dict`) at the last save
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Run:
     autocast: torch.dtype | None
     say: Callable[[str], None]
     show: bool
+    budget: TimeBudget | None = None  # the clock of `train.max_minutes`, set when the epochs start
 
     @property
     def maximize(self) -> bool:
@@ -134,7 +137,8 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     run_dir = open_run_dir(cfg, resume, name, world)
     model.to(device)
     optimizer = build_optimizer(cfg.optim, model)
-    scheduler = build_scheduler(cfg.optim, optimizer, cfg.train.epochs, cfg.train.monitor == "miou")
+    timed = cfg.train.max_minutes is not None and cfg.optim.schedule == "cosine"  # the cosine follows the clock
+    scheduler = None if timed else build_scheduler(cfg.optim, optimizer, cfg.train.epochs, cfg.train.monitor == "miou")
     autocast = training_autocast(cfg.train.precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast is torch.float16)  # bf16 needs no loss scaling
     if cfg.train.channels_last:
@@ -168,7 +172,7 @@ def restore(run: Run, checkpoint: dict[str, Any] | None, resume: str | Path | No
     state = RunState(best=checkpoint["best_score"], start=checkpoint["epoch"] + 1,
                      best_epoch=checkpoint["best_epoch"], global_step=checkpoint.get("global_step", 0),
                      history=checkpoint["history"], best_scores=checkpoint.get("best_scores"),
-                     partial=checkpoint.get("progress"))
+                     partial=checkpoint.get("progress"), budget=checkpoint.get("budget"))
     saved_by, partial = checkpoint.get("world_size", 1), state.partial
     if partial is not None and saved_by != run.world.size:
         run.say(f"the run was saved mid-epoch by {saved_by} process(es), now there are {run.world.size}: "
@@ -188,7 +192,8 @@ def snapshot(run: Run, state: RunState, epoch: int, current: EpochProgress | Non
         scheduler=run.scheduler.state_dict() if run.scheduler else None, scaler=run.scaler.state_dict(),
         epoch=epoch, progress=current.state_dict() if current else None, global_step=state.global_step,
         world_size=run.world.size, best_epoch=state.best_epoch, best_score=state.best, history=state.history,
-        rng=rng_state(), val_scores=val_scores, best_scores=state.best_scores)
+        rng=rng_state(), val_scores=val_scores, best_scores=state.best_scores,
+        budget=run.budget.state_dict() if run.budget else None)
 
 
 def stopped(signal_name: str | None, where: str, run_dir: Path) -> TrainingStopped:
@@ -206,12 +211,17 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
     loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(run.device)
     if state.start > cfg.train.epochs:
         run.say(f"{run.run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
-    began, every = time.perf_counter(), cfg.train.checkpoint_every
+    every, budget = cfg.train.checkpoint_every, open_budget(run, state, sampler.batches_per_epoch())
+    base_lrs = [cfg.optim.lr for _ in run.optimizer.param_groups]  # a resumed optimiser holds the current lr
+    if budget is not None and run.scheduler is None and cfg.optim.schedule == "cosine":
+        budget.follow(run.optimizer, base_lrs, cfg.optim.min_lr, state.global_step)  # the warm-up's first rate
     val, val_scores = None, None
     with graceful_stop() as stop, closing_workers(loader):
 
-        def after_step(current: EpochProgress) -> None:
+        def after_step(current: EpochProgress) -> bool:
             state.global_step += 1
+            if budget is not None and run.scheduler is None and cfg.optim.schedule == "cosine":
+                budget.follow(run.optimizer, base_lrs, cfg.optim.min_lr, state.global_step)
             stopping = any_rank(stop.requested)
             if stopping or (every is not None and state.global_step % every == 0):
                 whole = current.reduced() if run.world.distributed else current  # all ranks' share of the epoch
@@ -219,6 +229,7 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
                     save_checkpoint(snapshot(run, state, current.epoch - 1, whole, None), run.run_dir / "last.pt")
             if stopping:
                 raise stopped(stop.signal_name, f"in epoch {current.epoch} after step {current.steps}", run.run_dir)
+            return budget is not None and budget.exhausted()  # True ends the epoch here: the final validation
 
         for epoch in range(state.start, cfg.train.epochs + 1):
             epoch_began = time.perf_counter()
@@ -226,11 +237,23 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
             val, val_scores = close_epoch(run, state, current, epoch_began)
             if any_rank(stop.requested) and epoch < cfg.train.epochs:
                 raise stopped(stop.signal_name, f"after epoch {epoch}", run.run_dir)
-            budget = cfg.train.max_minutes
-            if budget is not None and time.perf_counter() - began > 60 * budget and epoch < cfg.train.epochs:
-                run.say(f"time budget of {budget} minutes used up after epoch {epoch}")
+            if budget is not None and budget.exhausted() and epoch < cfg.train.epochs:
+                run.say(f"time budget of {cfg.train.max_minutes} minutes used up in epoch {epoch} (step "
+                        f"{current.steps} of {sampler.batches_per_epoch()}); the learning rate ended at "
+                        f"{run.optimizer.param_groups[0]['lr']:.3g}")
                 break
     return val, val_scores
+
+
+def open_budget(run: Run, state: RunState, steps_per_epoch: int) -> TimeBudget | None:
+    """The run's `TimeBudget` (None without `train.max_minutes`), continuing the clock of a resumed run."""
+    minutes = run.cfg.train.max_minutes
+    if minutes is None:
+        return None
+    saved = state.budget or {}
+    run.budget = TimeBudget(60 * minutes, run.cfg.train.epochs * steps_per_epoch, saved.get("spent", 0.0),
+                            saved.get("validation", 0.0))
+    return run.budget
 
 
 def train_epoch(run: Run, state: RunState, epoch: int, loader: DataLoader, sampler: EpochSampler,
@@ -269,8 +292,11 @@ def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float)
     best.pt when the monitored score improved), draw the pictures and print the epoch's line."""
     cfg, world, data, epoch = run.cfg, run.world, run.data, current.epoch
     broadcast_buffers(run.model)  # every rank validates the weights and statistics rank 0 saves
+    validation_began = run.budget.now() if run.budget else 0.0
     val = validate(run.model, cfg, data.val_pairs, data.codec, run.device, weights=data.weights,
                    keep_samples=cfg.train.sample_images, progress=run.show, rank=world.rank, world_size=world.size)
+    if run.budget is not None:  # held back from the budget for the final validation
+        run.budget.validated(run.budget.now() - validation_began)
     val_scores = scores(val.confusion.matrix, cfg.data.classes)
     score = val_scores["miou"] if run.maximize else val.loss
     lr = run.optimizer.param_groups[0]["lr"]

@@ -1,0 +1,76 @@
+"""A time budget that the learning-rate schedule follows, so a run of `train.max_minutes` ends on time, annealed.
+
+A cosine over a fixed number of epochs, cut off when the minutes run out, stops in the middle of the curve at a
+high learning rate: the weights of that moment are a poor model. Here the cosine runs over the budget itself.
+After every optimizer step the learning rate is set from the fraction of the budget used, measured by the
+clock (a busy machine gets fewer steps, each at the right point of the curve); the time the last validation
+took is held back for the final one, and training stops when what is left would not cover it. When the
+configured epochs end first, the fraction of steps done drives the curve instead: whichever ends first ends
+annealed.
+
+    fraction  = max(elapsed / (budget - last validation), steps done / all steps)
+    lr        = warm-up from lr / 10 over the first 2% of the budget, then min_lr + (lr - min_lr) * (1 + cos(pi t)) / 2
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from unetkit.distributed import rank_max
+
+WARMUP = 0.02  # share of the budget spent warming up: Adam's first steps at the full rate can overshoot
+clock: Callable[[], float] = time.monotonic  # seconds; replaced by a fake clock in tests
+
+
+def budget_lr(base: float, min_lr: float, fraction: float) -> float:
+    """The learning rate at `fraction` (0..1) of the budget: linear warm-up from base / 10, then cosine to min_lr."""
+    if fraction < WARMUP:
+        return base * (0.1 + 0.9 * fraction / WARMUP)
+    t = min(1.0, (fraction - WARMUP) / (1 - WARMUP))
+    return min_lr + (base - min_lr) * (1 + math.cos(math.pi * t)) / 2
+
+
+class TimeBudget:
+    """The clock of a budgeted run: `seconds` in all, of which `spent` were used before a resume.
+
+    `validation` is how long the last validation took; it is held back so the final validation still fits.
+    Every rank reads the slowest rank's clock (`rank_max`), so all take the same learning rate and stop together.
+    """
+
+    def __init__(self, seconds: float, total_steps: int, spent: float = 0.0, validation: float = 0.0) -> None:
+        self.seconds, self.total_steps = seconds, max(total_steps, 1)
+        self.spent, self.validation = spent, validation
+        self.started = clock()
+
+    def now(self) -> float:
+        """The budget's clock, for timing what the budget must hold back (validation)."""
+        return clock()
+
+    def elapsed(self) -> float:
+        return rank_max(self.spent + clock() - self.started)
+
+    def fraction(self, steps_done: int) -> float:
+        """Share of the run done: of the training time left after the validation reserve, or of the steps."""
+        train_time = max(self.seconds - self.validation, 1e-9)
+        return min(1.0, max(self.elapsed() / train_time, steps_done / self.total_steps))
+
+    def exhausted(self) -> bool:
+        """Whether the time left would not cover another step and the final validation."""
+        return self.elapsed() + self.validation >= self.seconds
+
+    def validated(self, seconds: float) -> None:
+        self.validation = seconds
+
+    def follow(self, optimizer: torch.optim.Optimizer, base_lrs: list[float], min_lr: float, steps_done: int) -> None:
+        """Set every parameter group's learning rate to where the budget's curve stands now."""
+        fraction = self.fraction(steps_done)
+        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+            group["lr"] = budget_lr(base, min_lr, fraction)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"spent": self.elapsed(), "validation": self.validation}
