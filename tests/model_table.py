@@ -29,6 +29,16 @@ MODEL_TABLE: dict[str, list[str]] = {
 }
 
 
+def encoder_rows() -> list[tuple[str, int]]:
+    """(encoder name, smallest input side) of every encoder row: its `data.crop_size`, else the table's 64."""
+    rows = []
+    for overrides in MODEL_TABLE.values():
+        values = dict(item.split("=", 1) for item in overrides)
+        if values.get("model.name") == "encoder_unet":
+            rows.append((values["model.encoder"], int(values.get("data.crop_size", 64))))
+    return rows
+
+
 def table_inputs(count: int, channels: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
     """(count, channels, height, width) inputs of one fixed distribution (mean 0.5, std 2): the statistics of
     `with_statistics` are measured on it, and tests feed the same, so every norm sees what it was calibrated on."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import segmentation_models_pytorch as smp
 import torch
+from model_table import encoder_rows
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
@@ -23,10 +24,11 @@ from unetkit.models import encoders as enc
 from unetkit.models.encoders import EncoderUNet, encoder_normalization, set_encoder_frozen
 from unetkit.models.unet import UNet
 
-# Encoder name -> smallest input side, where the deepest map is 2x2 so BatchNorm trains on one image: 64 = 2 * 32
-# for padded encoders. Timm's Inception v3 has unpadded stems: 64 leaves a 2x4 map for a 3x3 kernel and 96 a 1x1
-# bottleneck, so 128. Add a row and every test below covers the new encoder.
-ENCODER_MIN_SIZES = [("resnet18", 64), ("vgg16", 64), ("tu-inception_v3", 128)]
+# Encoder name -> smallest input side, from the shared model table (`tests/model_table.py`): where the deepest map
+# is 2x2 so BatchNorm trains on one image, 64 = 2 * 32 for padded encoders. Timm's Inception v3 has unpadded stems:
+# 64 leaves a 2x4 map for a 3x3 kernel and 96 a 1x1 bottleneck, so 128. Add a row there and every test below
+# covers the new encoder.
+ENCODER_MIN_SIZES = encoder_rows()
 Writer = Callable[[EncoderUNet, Path], None]
 
 

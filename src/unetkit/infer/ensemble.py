@@ -22,7 +22,6 @@ import torch
 from unetkit.checkpoint import (
     check_checkpoint,
     load_checkpoint,
-    load_torch_file,
     model_from_checkpoint,
     save_checkpoint,
 )
@@ -31,6 +30,7 @@ from unetkit.errors import UnetkitError
 from unetkit.infer.geometry import HoldsGeometry, SharedGeometry, geometry_of
 from unetkit.infer.predictor import Fn, Predictor
 from unetkit.models.fold import fold_batch_norm
+from unetkit.safe_load import load_torch_file
 
 FORMAT = "unetkit-ensemble"
 VERSION = 1
