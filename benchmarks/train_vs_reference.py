@@ -25,7 +25,8 @@ from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import train_transform
 from unetkit.losses import build_loss
 from unetkit.models.build import build_model
-from unetkit.train.loop import train_one_epoch
+from unetkit.train.loop import StepOptions, train_one_epoch
+from unetkit.train.state import EpochProgress
 
 
 def main() -> None:
@@ -66,11 +67,11 @@ def main() -> None:
     loss_fn = build_loss(cfg.loss, 2)
     scaler = torch.amp.GradScaler("cuda", enabled=False)
     warm = list(islice(loader, 1))
-    train_one_epoch(model, warm, loss_fn, optimizer, scaler, device, 2, autocast=torch.bfloat16,
-                    channels_last=True, progress=False)
+    options = StepOptions(autocast=torch.bfloat16, channels_last=True)
+    train_one_epoch(model, warm, loss_fn, optimizer, scaler, device, EpochProgress(1, 2), options, show=False)
     began = time.perf_counter()
-    train_one_epoch(model, islice(loader, args.steps), loss_fn, optimizer, scaler, device, 2,
-                    autocast=torch.bfloat16, channels_last=True, progress=False)
+    train_one_epoch(model, islice(loader, args.steps), loss_fn, optimizer, scaler, device, EpochProgress(1, 2), options,
+                    show=False)
     ours = args.steps * args.batch / (time.perf_counter() - began)
     print(f"padded U-Net ({args.width} base channels), 256x256 crops, batch {args.batch}, {args.steps} steps")
     print(f"reference loop (NCHW fp32, DataLoader defaults): {reference:.2f} images/s")

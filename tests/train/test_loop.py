@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from unetkit.models.unet import UNet
-from unetkit.train.loop import NonFiniteLoss, center_crop, train_one_epoch
+from unetkit.train.loop import NonFiniteLoss, StepOptions, center_crop, train_one_epoch
 from unetkit.train.state import EpochProgress
 
 CPU = torch.device("cpu")
@@ -78,7 +78,7 @@ def test_a_non_finite_step_stops_before_the_weights_move_or_is_skipped_and_count
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items() if v.is_floating_point())
 
     progress, seen = _epoch(model, _batches(3), RecordingLoss(poison={2}), EpochProgress(1, 2),
-                            on_nonfinite="skip")
+                            steps=StepOptions(on_nonfinite="skip"))
     assert seen == [1, 2, 3] and (progress.steps, progress.skipped, progress.trained) == (3, 1, 2)
     assert int(progress.confusion.matrix.sum()) == 2 * 2 * 32 * 32  # the skipped step counts nowhere
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())

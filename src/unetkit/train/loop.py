@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unetkit.config import Config
@@ -47,18 +48,26 @@ def _finite(loss: torch.Tensor, model: nn.Module, check_grads: bool) -> bool:
     return not any_rank(not bool(ok))  # every rank must take the same branch
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How every training step runs: the autocast dtype chosen for the device (`training_autocast`; None =
+    fp32), channels-last inputs, and what a non-finite loss or gradient does (`train.on_nonfinite`)."""
+
+    autocast: torch.dtype | None = None
+    channels_last: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+
+
 def train_one_epoch(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[dict[str, torch.Tensor]],
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
     progress: EpochProgress,
+    steps: StepOptions | None = None,
     *,
-    autocast: torch.dtype | None = None,
-    channels_last: bool = False,
-    on_nonfinite: str = "stop",
     after_step: Callable[[EpochProgress], bool] | None = None,
     total_steps: int | None = None,
     desc: str = "train",
@@ -72,16 +81,17 @@ def train_one_epoch(
     dropped and counted in `progress.skipped`. The running loss stays on the device and is read back only
     every few steps for the progress bar.
     """
+    steps = steps or StepOptions()
     model.train()
     bar = tqdm(loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True, total=total_steps,
                initial=progress.steps)
     for batch in bar:
         images = batch["image"].to(device, non_blocking=True)  # (N, C, H, W)
-        if channels_last:
+        if steps.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         masks = batch["mask"].to(device, non_blocking=True)  # (N, H, W)
         weight = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        with torch.autocast(device.type, dtype=steps.autocast, enabled=steps.autocast is not None):
             logits = model(images)  # (N, C_out, h, w); h < H for a valid network
             target = center_crop(masks, *logits.shape[-2:])  # (N, h, w): the pixels the output sees
             weight = center_crop(weight, *logits.shape[-2:]) if weight is not None else None
@@ -90,7 +100,7 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         progress.steps += 1
         if not _finite(loss, model, check_grads=not scaler.is_enabled()):
-            if on_nonfinite == "stop":
+            if steps.on_nonfinite == "stop":
                 raise NonFiniteLoss(float(loss.detach()), progress.steps)
             optimizer.zero_grad(set_to_none=True)
             progress.skipped += 1

@@ -36,7 +36,7 @@ from unetkit.metrics import headline, scores
 from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
 from unetkit.train.budget import TimeBudget
-from unetkit.train.loop import NonFiniteLoss, shown_loss, train_one_epoch, validate
+from unetkit.train.loop import NonFiniteLoss, StepOptions, shown_loss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
 from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs
 from unetkit.train.setup import (
@@ -89,7 +89,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
-    autocast: torch.dtype | None
+    steps: StepOptions  # autocast, channels-last, what a non-finite step does
     say: Callable[[str], None]
     show: bool
     budget: TimeBudget | None = None  # the clock of `train.max_minutes`, set when the epochs start
@@ -139,11 +139,12 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     optimizer = build_optimizer(cfg.optim, model)
     timed = cfg.train.max_minutes is not None and cfg.optim.schedule == "cosine"  # the cosine follows the clock
     scheduler = None if timed else build_scheduler(cfg.optim, optimizer, cfg.train.epochs, cfg.train.monitor == "miou")
-    autocast = training_autocast(cfg.train.precision, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast is torch.float16)  # bf16 needs no loss scaling
+    steps = StepOptions(training_autocast(cfg.train.precision, device), cfg.train.channels_last,
+                        cfg.train.on_nonfinite)
+    scaler = torch.amp.GradScaler("cuda", enabled=steps.autocast is torch.float16)  # bf16 needs no loss scaling
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    run = Run(cfg, world, device, run_dir, data, model, model, optimizer, scheduler, scaler, autocast, say, show)
+    run = Run(cfg, world, device, run_dir, data, model, model, optimizer, scheduler, scaler, steps, say, show)
     state = restore(run, checkpoint, resume)
     if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
         seed_everything(sample_seed(cfg.train.seed, world.rank, state.global_step))
@@ -271,11 +272,9 @@ def train_epoch(run: Run, state: RunState, epoch: int, loader: DataLoader, sampl
     sampler.set_epoch(epoch, current.steps)
     set_encoder_frozen(run.model, epoch <= cfg.model.freeze_encoder_epochs)
     try:
-        train_one_epoch(run.net, loader, loss_fn, run.optimizer, run.scaler, run.device, current,
-                        autocast=run.autocast, channels_last=cfg.train.channels_last,
-                        on_nonfinite=cfg.train.on_nonfinite, after_step=after_step,
-                        total_steps=sampler.batches_per_epoch(), desc=f"epoch {epoch}/{cfg.train.epochs}",
-                        show=run.show)
+        train_one_epoch(run.net, loader, loss_fn, run.optimizer, run.scaler, run.device, current, run.steps,
+                        after_step=after_step, total_steps=sampler.batches_per_epoch(),
+                        desc=f"epoch {epoch}/{cfg.train.epochs}", show=run.show)
     except NonFiniteLoss as err:
         last = run.run_dir / "last.pt"
         kept = f"{last} is kept" if last.is_file() else "no checkpoint was written yet"
