@@ -168,7 +168,7 @@ class OptimConfig(Strict):
 
 class TrainConfig(Strict):
     epochs: int = Field(20, gt=0)
-    max_minutes: float | None = Field(None, gt=0)  # time budget: stop after the epoch that passes it
+    max_minutes: float | None = Field(None, gt=0)  # time budget: the cosine follows the clock, the run ends on time
     device: str = "auto"  # auto = cuda when available, else cpu
     # autocast of the forward pass; weights and optimiser stay fp32. auto = fp16 on CUDA (with gradient scaling),
     # fp32 elsewhere; bf16 = CPUs with AVX-512 bf16 / AMX and recent GPUs (~2x conv speed on such CPUs)
