@@ -214,7 +214,7 @@ def test_one_precision_setting_reads_the_older_amp_and_bf16_keys() -> None:
 
 
 def test_fp16_training_needs_a_gpu() -> None:
-    from unetkit.train.run import training_autocast
+    from unetkit.train.setup import training_autocast
 
     cpu = torch.device("cpu")
     assert training_autocast("auto", cpu) is None and training_autocast("bf16", cpu) is torch.bfloat16

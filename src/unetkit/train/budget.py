@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from unetkit.config import TrainConfig
 from unetkit.distributed import rank_max
 
 WARMUP = 0.02  # share of the budget spent warming up: Adam's first steps at the full rate can overshoot
@@ -46,6 +47,15 @@ class TimeBudget:
         self.seconds, self.total_steps = seconds, max(total_steps, 1)
         self.spent, self.validation = spent, validation
         self.started = clock()
+
+    @classmethod
+    def of_run(cls, train: TrainConfig, saved: dict[str, Any] | None, steps_per_epoch: int) -> TimeBudget | None:
+        """The budget of `train.max_minutes` (None without one), continuing the clock `saved` by a resumed run."""
+        if train.max_minutes is None:
+            return None
+        saved = saved or {}
+        return cls(60 * train.max_minutes, train.epochs * steps_per_epoch, saved.get("spent", 0.0),
+                   saved.get("validation", 0.0))
 
     def now(self) -> float:
         """The budget's clock, for timing what the budget must hold back (validation)."""

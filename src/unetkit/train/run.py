@@ -44,9 +44,11 @@ from unetkit.train.setup import (
     build_network,
     make_loader,
     open_run_dir,
+    parallel,
     prepare_data,
     resolve_config,
     resume_checkpoint,
+    training_autocast,
 )
 from unetkit.train.signals import graceful_stop
 from unetkit.train.state import EpochProgress, rng_state, set_deterministic, set_rng_state
@@ -150,7 +152,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         seed_everything(sample_seed(cfg.train.seed, world.rank, state.global_step))
     elif checkpoint is not None and "rng" in checkpoint:
         set_rng_state(checkpoint["rng"])
-    run.net = _parallel(model, cfg, world, device)
+    run.net = parallel(model, cfg, world, device)
     val, val_scores = fit(run, state)
     if world.main:
         summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
@@ -212,7 +214,8 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
     loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(run.device)
     if state.start > cfg.train.epochs:
         run.say(f"{run.run_dir}: already trained {cfg.train.epochs} epochs; raise train.epochs with --set to go on")
-    every, budget = cfg.train.checkpoint_every, open_budget(run, state, sampler.batches_per_epoch())
+    every = cfg.train.checkpoint_every
+    budget = run.budget = TimeBudget.of_run(cfg.train, state.budget, sampler.batches_per_epoch())
     base_lrs = [cfg.optim.lr for _ in run.optimizer.param_groups]  # a resumed optimiser holds the current lr
     if budget is not None and run.scheduler is None and cfg.optim.schedule == "cosine":
         budget.follow(run.optimizer, base_lrs, cfg.optim.min_lr, state.global_step)  # the warm-up's first rate
@@ -244,17 +247,6 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
                         f"{run.optimizer.param_groups[0]['lr']:.3g}")
                 break
     return val, val_scores
-
-
-def open_budget(run: Run, state: RunState, steps_per_epoch: int) -> TimeBudget | None:
-    """The run's `TimeBudget` (None without `train.max_minutes`), continuing the clock of a resumed run."""
-    minutes = run.cfg.train.max_minutes
-    if minutes is None:
-        return None
-    saved = state.budget or {}
-    run.budget = TimeBudget(60 * minutes, run.cfg.train.epochs * steps_per_epoch, saved.get("spent", 0.0),
-                            saved.get("validation", 0.0))
-    return run.budget
 
 
 def train_epoch(run: Run, state: RunState, epoch: int, loader: DataLoader, sampler: EpochSampler,
@@ -317,25 +309,3 @@ def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float)
             f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
             f"{state.history[-1]['seconds']:.0f}s{skipped}")
     return val, val_scores
-
-
-def training_autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of `train.precision` on `device` (None: plain fp32); fp16 is refused off CUDA."""
-    if precision == "fp16" and device.type != "cuda":
-        raise UnetkitError("train.precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
-    if precision == "auto":
-        return torch.float16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def _parallel(model: nn.Module, cfg: Config, world: World, device: torch.device) -> nn.Module:
-    """The module the training loop calls: the model itself, or under torchrun its DistributedDataParallel wrap
-    (which broadcasts rank 0's weights at construction, so every rank starts equal)."""
-    if cfg.train.compile:
-        model = torch.compile(model)  # shares the parameters: checkpoints still save the plain module's weights
-    if not world.distributed:
-        return model
-    if cfg.train.sync_batchnorm:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -141,3 +141,25 @@ def make_loader(cfg: Config, run_data: RunData, margin: int, world: World, devic
                         persistent_workers=data.num_workers > 0, pin_memory=device.type == "cuda",
                         worker_init_fn=worker_init, generator=torch.Generator().manual_seed(cfg.train.seed))
     return loader, sampler
+
+
+def training_autocast(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `train.precision` on `device` (None: plain fp32); fp16 is refused off CUDA."""
+    if precision == "fp16" and device.type != "cuda":
+        raise UnetkitError("train.precision fp16 needs a CUDA GPU; on a CPU use bf16 or fp32")
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def parallel(model: nn.Module, cfg: Config, world: World, device: torch.device) -> nn.Module:
+    """The module the training loop calls: the model itself, or under torchrun its DistributedDataParallel wrap
+    (which broadcasts rank 0's weights at construction, so every rank starts equal)."""
+    if cfg.train.compile:
+        model = torch.compile(model)  # shares the parameters: checkpoints still save the plain module's weights
+    if not world.distributed:
+        return model
+    if cfg.train.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
