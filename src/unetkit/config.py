@@ -179,6 +179,8 @@ class TrainConfig(Strict):
     output_dir: str = "runs"
     run_name: str | None = None  # default: config file name + timestamp
     sample_images: int = Field(2, ge=0)  # validation images drawn in samples/epoch_NNN.png
+    # binary models: after training, pick infer.threshold by best.pt's foreground IoU on the validation split
+    choose_threshold: bool = False
     monitor: Literal["miou", "val_loss"] = "miou"  # decides best.pt
     checkpoint_every: int | None = Field(None, gt=0)  # also write last.pt every N steps (resume mid-epoch)
     deterministic: bool = False  # deterministic kernels; with the saved RNG states a resumed run is bitwise identical
@@ -242,6 +244,8 @@ class Config(Strict):
         n = self.data.num_classes
         if self.loss.binary and n != 2:
             raise ValueError(f"loss `bce` needs exactly 2 classes, data.classes has {n}")
+        if self.train.choose_threshold and n != 2:
+            raise ValueError(f"train.choose_threshold is for binary models; data.classes has {n}")
         if isinstance(self.loss.class_weights, list) and len(self.loss.class_weights) != n:
             raise ValueError(f"loss.class_weights has {len(self.loss.class_weights)} values for {n} classes")
         mask = self.data.mask

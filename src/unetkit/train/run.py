@@ -26,11 +26,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from unetkit.checkpoint import make_checkpoint, save_checkpoint
-from unetkit.config import Config
+from unetkit.config import Config, save_config
 from unetkit.data.sampler import EpochSampler, closing_workers, sample_seed
 from unetkit.distributed import World, any_rank, broadcast_buffers, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.infer.scoring import Scored
+from unetkit.infer.threshold import tune_threshold
 from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
 from unetkit.models.encoders import set_encoder_frozen
@@ -38,7 +39,7 @@ from unetkit.runtime import resolve_device, seed_everything
 from unetkit.train.budget import TimeBudget
 from unetkit.train.loop import NonFiniteLoss, StepOptions, shown_loss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
-from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs
+from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs, writing
 from unetkit.train.setup import (
     RunData,
     build_network,
@@ -154,6 +155,11 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         set_rng_state(checkpoint["rng"])
     run.net = parallel(model, cfg, world, device)
     val, val_scores = fit(run, state)
+    if world.main and cfg.train.choose_threshold and (run_dir / "best.pt").is_file():
+        cfg.infer.threshold, reason = tune_threshold(run_dir / "best.pt", data.val_pairs, data.codec, show)
+        say(f"{reason}; stored in {run_dir / 'best.pt'} and config.yaml")
+        with writing(run_dir / "config.yaml"):
+            save_config(cfg, run_dir / "config.yaml")
     if world.main:
         summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
                    "epochs": len(state.history), "seconds": round(sum(row["seconds"] for row in state.history), 2),
