@@ -64,7 +64,9 @@ def test_a_run_chooses_on_validation_stores_in_best_pt_and_evaluate_uses_it(
     assert f"threshold {chosen}: foreground IoU" in capsys.readouterr().out
     assert json.loads((run.run_dir / "summary.json").read_text())["threshold"] == chosen
     assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["infer"]["threshold"] == chosen
-    assert evaluate(run.run_dir / "best.pt", split="val", progress=False)["threshold"] == chosen
+    report = evaluate(run.run_dir / "best.pt", split="val", progress=False)
+    # the IoU the run printed for its choice is the one `evaluate` gives the user at that threshold
+    assert report["threshold"] == chosen and report["per_class"]["foreground"]["iou"] == table[chosen]
 
 
 def test_choosing_a_threshold_needs_a_binary_model() -> None:
