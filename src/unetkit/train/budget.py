@@ -62,25 +62,27 @@ class TimeBudget:
         return clock()
 
     def elapsed(self) -> float:
+        """Seconds used so far, on the slowest rank (a collective under torchrun: every rank must call it)."""
         return rank_max(self.spent + clock() - self.started)
 
-    def fraction(self, steps_done: int) -> float:
-        """Share of the run done: of the training time left after the validation reserve, or of the steps."""
-        train_time = max(self.seconds - self.validation, 1e-9)
-        return min(1.0, max(self.elapsed() / train_time, steps_done / self.total_steps))
-
-    def exhausted(self) -> bool:
-        """Whether the time left would not cover another step and the final validation."""
-        return self.elapsed() + self.validation >= self.seconds
+    def reading(self, steps_done: int) -> tuple[float, bool]:
+        """(share of the run done, whether the budget is spent) from one reading of the clock. The share is of
+        the training time left after the validation reserve, or of the steps, whichever is further; the budget
+        is spent when the time left would not cover the final validation."""
+        elapsed = self.elapsed()
+        fraction = min(1.0, max(elapsed / max(self.seconds - self.validation, 1e-9), steps_done / self.total_steps))
+        return fraction, elapsed + self.validation >= self.seconds
 
     def validated(self, seconds: float) -> None:
-        self.validation = seconds
-
-    def follow(self, optimizer: torch.optim.Optimizer, base_lrs: list[float], min_lr: float, steps_done: int) -> None:
-        """Set every parameter group's learning rate to where the budget's curve stands now."""
-        fraction = self.fraction(steps_done)
-        for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-            group["lr"] = budget_lr(base, min_lr, fraction)
+        """Hold back the slowest rank's last validation time, so every rank decides alike (a collective)."""
+        self.validation = rank_max(seconds)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"spent": self.elapsed(), "validation": self.validation}
+        """The clock for a checkpoint; this rank's own reading (only rank 0 saves, so no collective here)."""
+        return {"spent": self.spent + clock() - self.started, "validation": self.validation}
+
+
+def follow(optimizer: torch.optim.Optimizer, base_lrs: list[float], min_lr: float, fraction: float) -> None:
+    """Set every parameter group's learning rate to where the budget's curve stands at `fraction`."""
+    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+        group["lr"] = budget_lr(base, min_lr, fraction)

@@ -36,7 +36,7 @@ from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
 from unetkit.models.encoders import set_encoder_frozen
 from unetkit.runtime import resolve_device, seed_everything
-from unetkit.train.budget import TimeBudget
+from unetkit.train.budget import TimeBudget, follow
 from unetkit.train.loop import NonFiniteLoss, StepOptions, shown_loss, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer, build_scheduler, restore_scheduler, step_scheduler
 from unetkit.train.outputs import best_summary, epoch_row, write_epoch_outputs, write_final_outputs, writing
@@ -223,15 +223,17 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
     every = cfg.train.checkpoint_every
     budget = run.budget = TimeBudget.of_run(cfg.train, state.budget, sampler.batches_per_epoch())
     base_lrs = [cfg.optim.lr for _ in run.optimizer.param_groups]  # a resumed optimiser holds the current lr
-    if budget is not None and run.scheduler is None and cfg.optim.schedule == "cosine":
-        budget.follow(run.optimizer, base_lrs, cfg.optim.min_lr, state.global_step)  # the warm-up's first rate
+    timed = budget is not None and cfg.optim.schedule == "cosine"  # the learning rate follows the clock
+    if timed:
+        follow(run.optimizer, base_lrs, cfg.optim.min_lr, budget.reading(state.global_step)[0])  # warm-up's start
     val, val_scores = None, None
     with graceful_stop() as stop, closing_workers(loader):
 
         def after_step(current: EpochProgress) -> bool:
             state.global_step += 1
-            if budget is not None and run.scheduler is None and cfg.optim.schedule == "cosine":
-                budget.follow(run.optimizer, base_lrs, cfg.optim.min_lr, state.global_step)
+            fraction, spent = budget.reading(state.global_step) if budget is not None else (0.0, False)
+            if timed:
+                follow(run.optimizer, base_lrs, cfg.optim.min_lr, fraction)
             stopping = any_rank(stop.requested)
             if stopping or (every is not None and state.global_step % every == 0):
                 whole = current.reduced() if run.world.distributed else current  # all ranks' share of the epoch
@@ -239,7 +241,7 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
                     save_checkpoint(snapshot(run, state, current.epoch - 1, whole, None), run.run_dir / "last.pt")
             if stopping:
                 raise stopped(stop.signal_name, f"in epoch {current.epoch} after step {current.steps}", run.run_dir)
-            return budget is not None and budget.exhausted()  # True ends the epoch here: the final validation
+            return spent  # True ends the epoch here: then the final validation
 
         for epoch in range(state.start, cfg.train.epochs + 1):
             epoch_began = time.perf_counter()
@@ -247,7 +249,7 @@ def fit(run: Run, state: RunState) -> tuple[Scored | None, dict[str, Any] | None
             val, val_scores = close_epoch(run, state, current, epoch_began)
             if any_rank(stop.requested) and epoch < cfg.train.epochs:
                 raise stopped(stop.signal_name, f"after epoch {epoch}", run.run_dir)
-            if budget is not None and budget.exhausted() and epoch < cfg.train.epochs:
+            if budget is not None and budget.reading(state.global_step)[1] and epoch < cfg.train.epochs:
                 run.say(f"time budget of {cfg.train.max_minutes} minutes used up in epoch {epoch} (step "
                         f"{current.steps} of {sampler.batches_per_epoch()}); the learning rate ended at "
                         f"{run.optimizer.param_groups[0]['lr']:.3g}")
