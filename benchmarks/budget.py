@@ -1,0 +1,129 @@
+"""The best result in the time a user has: `unetkit train DATA --minutes N` against three peers, same wall time.
+
+    python benchmarks/budget.py --minutes 10                                   # every dataset, every method
+    python benchmarks/budget.py --minutes 10 --datasets isbi2012 --methods unetkit
+    python benchmarks/budget.py --table                                        # print the stored results
+
+Methods: `unetkit` (the command a user types: it plans, trains, chooses its threshold on its own validation
+split, and its best.pt predicts the test images through `unetkit predict`), and the peers of budget_peers.py:
+`monai` (BasicUNet, Adam 1e-3), `smp` (Unet resnet34, random init, Adam 1e-3), `tutorial` (padded U-Net + BN,
+64-512 channels, Adam 1e-4). The peers train on the whole training split; unetkit holds part of it back to make
+its choices. Splits: ISBI 2012 slices 0-24 / 25-29, the other datasets their train / test folders (CamVid's
+val/ is given to unetkit as its validation folder). Every method is scored by budget_data.score.
+
+Each (dataset, method, minutes) result is kept as JSON in benchmarks/results/ with the date, the machine and
+the protocol, so a rerun of one method compares against stored results. Run it alone on the machine: the
+budget is wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from budget_data import folder_view, load, score
+from budget_peers import predict_peer, train_peer
+from common import ROOT
+
+PROTOCOL = ("crops 256, batch 4, flips + rot90, BCE/CE, Adam, fp32; whole-image prediction, reflect padding, "
+            "threshold 0.5; unetkit: `unetkit train DATA --minutes N` then `unetkit predict best.pt`")
+DATASETS = ("isbi2012", "kvasir_seg", "sandstone", "camvid")
+METHODS = ("unetkit", "monai", "smp", "tutorial")
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def run_unetkit(name: str, minutes: float, work: Path) -> tuple[list[np.ndarray], dict]:
+    from unetkit.config import load_config
+    from unetkit.data.io import read_raw
+    from unetkit.data.masks import MaskCodec
+
+    dataset = load(name)
+    data = folder_view(dataset, work / "data")
+    began = time.perf_counter()
+    cmd = [sys.executable, "-m", "unetkit", "train", str(data), "--minutes", str(minutes), "-q",
+           "--set", f"train.output_dir={work / 'runs'}", "--set", "train.run_name=run"]
+    log = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    (work / "train.log").write_text(log.stdout + log.stderr)
+    if log.returncode:
+        raise SystemExit(f"unetkit train failed ({log.returncode}); see {work / 'train.log'}")
+    run = work / "runs" / "run"
+    out = work / "predicted"
+    subprocess.run([sys.executable, "-m", "unetkit", "predict", str(run / "best.pt"), *map(str, dataset.test.images),
+                    "-o", str(out), "-q", "--overwrite"], check=True, capture_output=True)
+    cfg = load_config(run / "config.yaml")
+    codec = MaskCodec(cfg.data.mask, cfg.data.num_classes)
+    preds = [codec.decode(read_raw(out / f"{p.stem}.png")) for p in dataset.test.images]
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return preds, {"train_wall_seconds": wall, "summary": summary, "plan": (run / "plan.yaml").read_text()
+                   if (run / "plan.yaml").is_file() else None}
+
+
+def run_one(name: str, method: str, minutes: float, work: Path) -> dict:
+    began = datetime.datetime.now().isoformat(timespec="seconds")
+    if method == "unetkit":
+        preds, info = run_unetkit(name, minutes, work / f"{name}-{method}")
+    else:
+        dataset = load(name)
+        model, info = train_peer(method, dataset, 60 * minutes)
+        preds = predict_peer(method, model, dataset)
+    result = {"dataset": name, "method": method, "minutes": minutes, "date": began, "machine": machine(),
+              "protocol": PROTOCOL, "scores": score(load(name), preds), **info}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"budget-{name}-{method}-{minutes:g}min.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"{name:10s} {method:9s} {json.dumps(result['scores'])}  -> {path.relative_to(ROOT)}", flush=True)
+    return result
+
+
+HEADLINE = {"isbi2012": ("pixel_error", "adapted_rand_error", "vi"), "kvasir_seg": ("dice", "fg_iou"),
+            "sandstone": ("miou",), "camvid": ("miou",)}
+LOWER_IS_BETTER = {"pixel_error", "adapted_rand_error", "vi"}
+
+
+def table(minutes: float | None) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("budget-*.json"))]
+    rows = [r for r in rows if minutes is None or r["minutes"] == minutes]
+    lines = ["| dataset | method | minutes | score 1 | score 2 | score 3 | steps or epochs | date |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["minutes"], METHODS.index(r["method"]))):
+        keys = HEADLINE[r["dataset"]]
+        cells = [f"{k} {r['scores'][k]:.4f}" for k in keys] + [""] * (3 - len(keys))
+        work = r.get("steps") or (r.get("summary") or {}).get("epochs", "")
+        lines.append(f"| {r['dataset']} | {r['method']} | {r['minutes']:g} | " + " | ".join(cells)
+                     + f" | {work} | {r['date'][:10]} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--work", default="runs/bench-budget", help="scratch folder for runs and predictions")
+    parser.add_argument("--table", action="store_true", help="only print the stored results")
+    args = parser.parse_args()
+    if not args.table:
+        for name in args.datasets:
+            for method in args.methods:
+                run_one(name, method, args.minutes, Path(args.work) / f"{args.minutes:g}min")
+    print(table(None if args.table else args.minutes))
+
+
+if __name__ == "__main__":
+    main()
