@@ -2,7 +2,8 @@
 
 The Python API mirrors the command line::
 
-    from unetkit import load_config, train, evaluate, predict
+    from unetkit import load_config, plan, train, evaluate, predict
+    run = train(plan("mydata", minutes=10).config())       # or: unetkit train mydata --minutes 10
     cfg = load_config("configs/isbi2012.yaml", ["train.epochs=5"])
     run = train(cfg)
     evaluate(run.run_dir / "best.pt", "data/test")
@@ -29,15 +30,16 @@ if TYPE_CHECKING:
     from unetkit.infer.inference import InferOptions
     from unetkit.infer.predict import predict
     from unetkit.models.unet import UNet
+    from unetkit.train.plan import make_plan as plan
     from unetkit.train.run import train
 
 _LAZY = {"Config": "unetkit.config", "load_config": "unetkit.config", "run_demo": "unetkit.demo",
          "evaluate": "unetkit.infer.evaluate", "predict": "unetkit.infer.predict", "UNet": "unetkit.models.unet",
          "train": "unetkit.train.run", "ensemble": "unetkit.infer.ensemble_search",
-         "InferOptions": "unetkit.infer.inference"}
+         "InferOptions": "unetkit.infer.inference", "plan": "unetkit.train.plan:make_plan"}
 
-__all__ = ["Config", "InferOptions", "UNet", "UnetkitError", "ensemble", "evaluate", "load_config", "predict",
-           "run_demo", "train"]
+__all__ = ["Config", "InferOptions", "UNet", "UnetkitError", "ensemble", "evaluate", "load_config", "plan",
+           "predict", "run_demo", "train"]
 __version__ = "0.1.0"
 
 
@@ -45,7 +47,8 @@ def __getattr__(name: str) -> Any:
     """Import a public name the first time it is asked for, then keep it as a plain attribute."""
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_LAZY[name]), name)
+    module, _, attribute = _LAZY[name].partition(":")
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 EPILOG = "Errors in your data, config or arguments print one line and exit with status 2."
 EXAMPLES = """examples:
   unetkit demo                                          synthetic cells: train, evaluate, predict
+  unetkit train mydata --minutes 10                     plan, train and tune for your folder in 10 minutes
+  unetkit plan mydata --minutes 30 -o plan.yaml         the same plan as an editable, commented config
   unetkit data inspect mydata/train                     which mask encoding to declare
   unetkit train configs/isbi2012.yaml --set train.epochs=5
   unetkit evaluate runs/isbi2012-.../best.pt --split val --em --tta d4
@@ -34,12 +36,24 @@ def _train(args: argparse.Namespace) -> None:
     from unetkit.train.run import train
 
     if args.config is None and args.resume is None:
-        raise UnetkitError("give a CONFIG.yaml, or --resume RUN_DIR to continue a run")
-    source = args.config if args.config is not None else Path(args.resume) / "config.yaml"
-    cfg = load_config(source, args.set)
-    result = train(cfg, resume=args.resume, name=Path(source).stem, progress=not args.quiet)
+        raise UnetkitError("give a DATA folder or a CONFIG.yaml, or --resume RUN_DIR to continue a run")
+    plan = None
+    if args.config is not None and Path(args.config).is_dir():
+        from unetkit.train.plan import make_plan
+
+        plan = make_plan(args.config, args.minutes or 10.0, args.device or "auto")
+        print(plan.yaml(), end="")
+        cfg, name = plan.config(args.set), Path(args.config).resolve().name
+    else:
+        source = args.config if args.config is not None else Path(args.resume) / "config.yaml"
+        extra = [f"train.max_minutes={args.minutes}"] if args.minutes else []
+        extra += [f"train.device={args.device}"] if args.device else []
+        cfg, name = load_config(source, args.set + extra), Path(source).stem
+    result = train(cfg, resume=args.resume, name=name, progress=not args.quiet)
     if not world_from_env().main:  # under torchrun, rank 0 speaks for the run
         return
+    if plan is not None:
+        (result.run_dir / "plan.yaml").write_text(plan.yaml())
     print(f"run folder: {result.run_dir}")
     best = result.run_dir / "best.pt"
     print(f"best epoch {result.best_epoch}: {cfg.train.monitor} {result.best_score:.4f} -> {best}")
@@ -100,6 +114,18 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"{len(written)} mask(s) written to {args.output}")
     if kept:
         print(f"{len(kept)} image(s) already had a mask there, kept as it was; --overwrite predicts them again")
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from unetkit.train.plan import make_plan
+
+    plan = make_plan(args.data, args.minutes, args.device)
+    text = plan.yaml()
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"plan written to {args.output}; train it with: unetkit train {args.output}")
+    else:
+        print(text, end="")
 
 
 def _weightmap(args: argparse.Namespace) -> None:
@@ -169,14 +195,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate and apply U-Nets for semantic segmentation of your own images.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a U-Net from a YAML config", epilog=EPILOG,
-                       description="Train a U-Net. Writes a run folder with config.yaml, metrics.csv, "
-                                   "curves.png, samples/, last.pt and best.pt.")
-    p.add_argument("config", nargs="?", help="YAML config (see configs/); optional with --resume")
+    p = sub.add_parser("train", help="train a U-Net on a dataset folder (planned for you) or from a YAML config",
+                       epilog=EPILOG,
+                       description="Train a U-Net. Given a DATA folder (train/images + train/masks, optional val/ "
+                                   "and test/), unetkit plans the network and recipe for --minutes on this machine "
+                                   "(see `unetkit plan`), trains, and chooses threshold, small-object removal and "
+                                   "TTA on the validation images. Writes a run folder with config.yaml, plan.yaml, "
+                                   "metrics.csv, curves.png, samples/, last.pt and best.pt.")
+    p.add_argument("config", nargs="?", metavar="DATA|CONFIG",
+                   help="a dataset folder, or a YAML config (see configs/); optional with --resume")
+    p.add_argument("--minutes", type=float, metavar="N",
+                   help="wall-time budget: the schedule anneals by then (a DATA folder: default 10, planning and "
+                        "choices included; a config: sets train.max_minutes)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, auto = cuda when present)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("plan", help="write a complete, commented config for a dataset folder and a time budget",
+                       epilog=EPILOG,
+                       description="Fingerprint the dataset (mask encoding, classes, sizes, objects, intensities), "
+                                   "time candidate networks on this machine, and write the config that trains best "
+                                   "in --minutes. Every value carries its reason; edit it and run `unetkit train "
+                                   "plan.yaml`.")
+    p.add_argument("data", metavar="DATA", help="folder with train/images and train/masks (optional val/, test/)")
+    p.add_argument("--minutes", type=float, default=10.0, help="wall-time budget (default %(default)s)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N to plan for (default %(default)s)")
+    p.add_argument("-o", "--output", metavar="PLAN.yaml", help="write the plan here (default: print it)")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on labelled images", epilog=EPILOG,
                        description="Per-class IoU, Dice, precision, recall, mIoU and pixel accuracy from one "

@@ -91,6 +91,14 @@ class DataConfig(Strict):
     weight_map: WeightMapConfig | None = None  # per-pixel loss weights for the `weighted_ce` loss term
     mean: list[float] = Field(default_factory=lambda: [0.5])  # per channel, on intensities scaled to [0, 1]
     std: list[float] = Field(default_factory=lambda: [0.25])
+    # dataset: intensities scaled by their dtype's range only, then (x - mean) / std. image: each image's own
+    # 0.5th..99.5th percentile range per channel is first stretched to [0, 1] (mixed acquisitions: exposure,
+    # stain or gain that differ from image to image), computed over the whole image, never per tile or crop
+    normalize: Literal["dataset", "image"] = "dataset"
+    # share of training crops placed on a pixel of a class other than `background_class` (sparse objects
+    # would otherwise be missed by most random crops); 0 = every crop uniformly random
+    foreground_crops: float = Field(0.0, ge=0.0, le=1.0)
+    background_class: int = Field(0, ge=0)
 
     @property
     def num_classes(self) -> int:
@@ -108,6 +116,7 @@ class ModelConfig(Strict):
     padding: Literal["valid", "same"] = "same"  # valid = the paper's unpadded network
     depth: int = Field(4, ge=1, le=6)  # number of 2x2 poolings
     base_channels: int = Field(64, gt=0)  # channels of the first level, doubled per level
+    max_channels: int | None = Field(None, gt=0)  # cap of that doubling (deep networks stay affordable)
     batch_norm: bool = False
     upsample: Literal["transpose", "bilinear"] = "transpose"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # at the end of the contracting path, as in the paper
@@ -179,8 +188,10 @@ class TrainConfig(Strict):
     output_dir: str = "runs"
     run_name: str | None = None  # default: config file name + timestamp
     sample_images: int = Field(2, ge=0)  # validation images drawn in samples/epoch_NNN.png
-    # binary models: after training, pick infer.threshold by best.pt's foreground IoU on the validation split
-    choose_threshold: bool = False
+    # after training, choose on the validation split with best.pt and store in best.pt and config.yaml:
+    # threshold (binary: infer.threshold by foreground IoU), min_object (binary: infer.min_object_px),
+    # tta (infer.tta flips when it raises the score by at least 0.005, for 4x the inference time)
+    choose: list[Literal["threshold", "min_object", "tta"]] = Field(default_factory=list)
     monitor: Literal["miou", "val_loss"] = "miou"  # decides best.pt
     checkpoint_every: int | None = Field(None, gt=0)  # also write last.pt every N steps (resume mid-epoch)
     deterministic: bool = False  # deterministic kernels; with the saved RNG states a resumed run is bitwise identical
@@ -190,11 +201,16 @@ class TrainConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _older_precision_keys(cls, values: Any) -> Any:
-        """Configs and checkpoints of earlier versions spelt the precision `amp: bool` + `bf16: bool`."""
-        if not isinstance(values, dict) or not {"amp", "bf16"} & values.keys():
+    def _older_keys(cls, values: Any) -> Any:
+        """Configs and checkpoints of earlier versions spelt the precision `amp: bool` + `bf16: bool`, and the
+        threshold choice `choose_threshold: bool`."""
+        if not isinstance(values, dict) or not {"amp", "bf16", "choose_threshold"} & values.keys():
             return values
         values = dict(values)
+        if values.pop("choose_threshold", False) and "choose" not in values:
+            values["choose"] = ["threshold"]
+        if not {"amp", "bf16"} & values.keys():
+            return values
         amp, bf16 = values.pop("amp", True), values.pop("bf16", False)
         if "precision" not in values:
             values["precision"] = "bf16" if bf16 else ("auto" if amp else "fp32")
@@ -216,6 +232,9 @@ class InferConfig(Strict):
     # binary models: a pixel is foreground when p(foreground) > threshold; 0.5 = the arg-max. Lower it when
     # thin or faint objects are missed, raise it when the background bleeds in.
     threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # binary models: foreground regions (8-connected) smaller than this many pixels become background, over
+    # the whole image (images up to 64 Mpx; larger ones are predicted band by band and left as they are)
+    min_object_px: int = Field(0, ge=0)
 
     @field_validator("overlap")
     @classmethod
@@ -244,8 +263,14 @@ class Config(Strict):
         n = self.data.num_classes
         if self.loss.binary and n != 2:
             raise ValueError(f"loss `bce` needs exactly 2 classes, data.classes has {n}")
-        if self.train.choose_threshold and n != 2:
-            raise ValueError(f"train.choose_threshold is for binary models; data.classes has {n}")
+        binary_only = {"threshold", "min_object"} & set(self.train.choose)
+        if binary_only and n != 2:
+            raise ValueError(f"train.choose: {', '.join(sorted(binary_only))} is for binary models; data.classes "
+                             f"has {n}")
+        if self.infer.min_object_px and n != 2:
+            raise ValueError(f"infer.min_object_px is for binary models; data.classes has {n}")
+        if self.data.background_class >= n:
+            raise ValueError(f"data.background_class {self.data.background_class} is not a class index below {n}")
         if isinstance(self.loss.class_weights, list) and len(self.loss.class_weights) != n:
             raise ValueError(f"loss.class_weights has {len(self.loss.class_weights)} values for {n} classes")
         mask = self.data.mask

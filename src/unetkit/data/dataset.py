@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from unetkit.config import DataConfig
 from unetkit.data.class_weights import ClassPixelCounts
+from unetkit.data.intensity import stretch_whole
 from unetkit.data.io import list_images, read_image, read_raw
 from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
 from unetkit.data.sampler import seed_pipeline
@@ -159,7 +160,8 @@ class FolderDataset(Dataset):
     Items are dicts: `image` (C, H, W) float32 normalized, `mask` (H, W) int64 class indices with
     IGNORE_INDEX for ignored pixels, and with `weights` given, `weight` (H, W) float32: the paper's border
     weight map, computed once per mask and transformed with it. With `repeats > 1` each image is visited
-    that many times per epoch, which is how several random crops per image are drawn.
+    that many times per epoch, which is how several random crops per image are drawn. `per_image` stretches
+    each whole image by its own intensity range before the transform (`data.normalize: image`).
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class FolderDataset(Dataset):
         transform: Callable[..., dict] | None = None,
         repeats: int = 1,
         weights: WeightMapCache | None = None,
+        per_image: bool = False,
     ) -> None:
         if pairs is None:
             if images_dir is None or masks_dir is None:
@@ -184,6 +187,7 @@ class FolderDataset(Dataset):
         self.transform = transform
         self.repeats = repeats
         self.weights = weights
+        self.per_image = per_image
 
     def __len__(self) -> int:
         return len(self.pairs) * self.repeats
@@ -195,7 +199,7 @@ class FolderDataset(Dataset):
             index, seed = index
         pair = self.pairs[index % len(self.pairs)]
         image, mask = load_pair(pair, self.channels, self.codec)
-        targets = {"image": image, "mask": mask}
+        targets = {"image": stretch_whole(image) if self.per_image else image, "mask": mask}
         if self.weights is not None:
             targets["weight"] = self.weights.get(pair[1], mask)
         if self.transform is not None:

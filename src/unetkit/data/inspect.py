@@ -44,6 +44,12 @@ def _header(path: Path) -> tuple[int, int, str]:
         return img.width, img.height, _PIL_MODES.get(img.mode, img.mode)
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
+    width, height, _ = _header(path)
+    return width, height
+
+
 def _size(width: int, height: int) -> str:
     return f"{width}x{height}"
 

@@ -14,6 +14,7 @@ import tifffile
 import torch
 
 from unetkit.config import DataConfig
+from unetkit.data.intensity import SAMPLE_PIXELS, image_range, stretch
 from unetkit.data.io import check_pixel_limit, convert_channels, read_image, to_unit_float
 from unetkit.data.transforms import eval_transform
 
@@ -47,12 +48,20 @@ def to_unit(region: np.ndarray, channels: int) -> np.ndarray:
     return convert_channels(to_unit_float(np.asarray(region)), channels)
 
 
-def make_prepare(cfg: DataConfig) -> Prepare:
-    """A function turning a region of `open_image`'s array into a normalized (C, h, w) tensor."""
+def make_prepare(cfg: DataConfig, whole: np.ndarray | None = None) -> Prepare:
+    """A function turning a region of `open_image`'s array `whole` into a normalized (C, h, w) tensor; with
+    `data.normalize: image` every region is stretched by the range of `whole` (so tiles match the image)."""
     normalize = eval_transform(cfg)
+    extent = None
+    if cfg.normalize == "image":
+        if whole is None:
+            raise ValueError("per-image normalization needs the whole image to take its range from")
+        step = max(1, int(np.ceil(np.sqrt(whole.shape[0] * whole.shape[1] / SAMPLE_PIXELS))))
+        extent = image_range(to_unit(np.asarray(whole[::step, ::step]), cfg.channels))
 
     def prepare(region: np.ndarray) -> torch.Tensor:
-        image = normalize(image=to_unit(region, cfg.channels))["image"]  # (h, w, C)
+        unit = to_unit(region, cfg.channels)  # (h, w, C) in [0, 1]
+        image = normalize(image=unit if extent is None else stretch(unit, *extent))["image"]
         return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
     return prepare

@@ -13,7 +13,7 @@ from typing import Any
 import albumentations as A
 import cv2
 
-from unetkit.config import DataConfig
+from unetkit.config import IGNORE_INDEX, DataConfig
 from unetkit.data.elastic import GridElastic  # importing it registers it with albumentations' deserializer
 from unetkit.errors import UnetkitError
 
@@ -60,6 +60,19 @@ def _normalize(cfg: DataConfig) -> A.Normalize:
     return A.Normalize(mean=tuple(cfg.mean), std=tuple(cfg.std), max_pixel_value=1.0)
 
 
+def _crop(cfg: DataConfig) -> A.BasicTransform:
+    """A uniformly random crop, or with `foreground_crops` f: with probability f a crop holding a pixel of a
+    class other than the background (and not ignored), as nnU-Net oversamples foreground."""
+    size, share = cfg.crop_size, cfg.foreground_crops
+    uniform = A.RandomCrop(height=size, width=size)
+    if share == 0:
+        return uniform
+    uniform.p = 1.0 - share
+    on_objects = A.CropNonEmptyMaskIfExists(height=size, width=size, ignore_values=[cfg.background_class,
+                                                                                  IGNORE_INDEX], p=share)
+    return A.OneOf([uniform, on_objects], p=1.0)
+
+
 def train_transform(cfg: DataConfig, margin: int = 0) -> A.Compose:
     """Random crop of `crop_size` (mirror-padded when the image is smaller), augmentation, normalization.
 
@@ -67,7 +80,7 @@ def train_transform(cfg: DataConfig, margin: int = 0) -> A.Compose:
     the crop's output region (its centre, `margin` in from each edge) can fall on any labelled pixel,
     border pixels included, with mirrored context around it, as in the paper. Cropping before augmenting
     keeps the costly transforms (elastic, affine) on the small patch. A weight map passed as `weight`
-    follows the mask (nearest-neighbour interpolation).
+    follows the mask (nearest-neighbour interpolation). With `foreground_crops` some crops are put on objects.
     """
     size = cfg.crop_size
     augment = default_augment() if cfg.augment is None else cfg.augment
@@ -76,7 +89,7 @@ def train_transform(cfg: DataConfig, margin: int = 0) -> A.Compose:
         [
             *context,
             A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REFLECT_101),
-            A.RandomCrop(height=size, width=size),
+            _crop(cfg),
             *_deserialize(augment),
             _normalize(cfg),
         ],

@@ -120,6 +120,10 @@ def check_compatible(configs: Sequence[Config], sources: Sequence[str]) -> None:
         if cfg.data.classes != first.data.classes:
             raise UnetkitError(f"{source}: classes {cfg.data.classes} differ from {first.data.classes} of "
                                f"{sources[0]}; ensemble members must predict the same classes in the same order")
+        if cfg.data.normalize != first.data.normalize:
+            raise UnetkitError(f"{source}: data.normalize {cfg.data.normalize!r} differs from "
+                               f"{first.data.normalize!r} of {sources[0]}; ensemble members must stretch their "
+                               "input alike")
         if cfg.data.channels != first.data.channels:
             raise UnetkitError(f"{source}: reads images with {cfg.data.channels} channel(s) but {sources[0]} with "
                                f"{first.data.channels}; ensemble members must take the same input channels")

@@ -23,9 +23,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
-from unetkit.config import Config, InferConfig
-from unetkit.data.source import Prepare, make_prepare
+from unetkit.config import Config, DataConfig, InferConfig
+from unetkit.data.source import make_prepare
 from unetkit.errors import UnetkitError
+from unetkit.infer.cleanup import CLEAN_PIXELS, remove_small_objects
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
@@ -102,24 +103,30 @@ def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
 @dataclass
 class Inference:
     """A network ready to segment whole images: the chain `fn` ((N, C, h, w) normalized input -> (N, K, h', w')
-    probabilities), the pixel preparation of its config and the options it runs with."""
+    probabilities), the data settings that prepare its pixels and the options it runs with."""
 
     fn: Fn
-    prepare: Prepare
+    data: DataConfig
     infer: InferConfig
 
     def bands(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
-        it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish."""
+        it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish.
+        With `infer.min_object_px` an image of up to 64 Mpx is cleaned of small objects as one piece."""
         infer = self.infer
         height, width = image.shape[:2]
+        prepare = make_prepare(self.data, image)
         if max(height, width) <= infer.tile:
-            probs = predict_whole(self.fn, self.prepare(np.asarray(image))[None])[0]  # (K, H, W)
+            probs = predict_whole(self.fn, prepare(np.asarray(image))[None])[0]  # (K, H, W)
             if probabilities is not None:
                 probabilities[:] = probs.numpy().astype(probabilities.dtype)
-            yield 0, classes_of(probs, infer.threshold).numpy().astype(np.uint8)
-            return
-        yield from index_bands(self.fn, image, self.prepare, infer, probabilities=probabilities)
+            pieces: Iterator[tuple[int, np.ndarray]] = iter([(0, classes_of(probs, infer.threshold).numpy()
+                                                             .astype(np.uint8))])
+        else:
+            pieces = index_bands(self.fn, image, prepare, infer, probabilities=probabilities)
+        if infer.min_object_px and height * width <= CLEAN_PIXELS:
+            pieces = iter([(0, remove_small_objects(assemble(pieces, (height, width)), infer.min_object_px))])
+        yield from pieces
 
     def segment(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
         """(H, W[, C]) image -> (H, W) uint8 class indices (all of `bands`)."""
@@ -128,4 +135,4 @@ class Inference:
 
 def open_inference(predictor: Fn, cfg: Config, infer: InferConfig) -> Inference:
     """The inference of `predictor` (see `model_predictor`, `load_predictor`) under `cfg`'s normalization."""
-    return Inference(build_chain(predictor, infer), make_prepare(cfg.data), infer)
+    return Inference(build_chain(predictor, infer), cfg.data, infer)

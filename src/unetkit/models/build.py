@@ -26,6 +26,7 @@ def _build_unet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Mod
         batch_norm=cfg.batch_norm,
         upsample=cfg.upsample,
         dropout=cfg.dropout,
+        max_channels=cfg.max_channels,
     )
 
 

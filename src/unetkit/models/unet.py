@@ -73,7 +73,7 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """U-Net with `depth` poolings; level i has `base_channels * 2**i` channels.
+    """U-Net with `depth` poolings; level i has `base_channels * 2**i` channels, at most `max_channels`.
 
     The defaults are the paper's network: 23 convolutional layers, 31,030,658 parameters for one input
     channel and two classes, 572x572 -> 388x388 logits.
@@ -91,6 +91,7 @@ class UNet(nn.Module):
         batch_norm: bool = False,
         upsample: Literal["transpose", "bilinear"] = "transpose",
         dropout: float = 0.0,
+        max_channels: int | None = None,
     ) -> None:
         super().__init__()
         if padding not in ("valid", "same"):
@@ -102,7 +103,7 @@ class UNet(nn.Module):
         self.depth = depth
         self.padding = padding
         pad = 1 if padding == "same" else 0
-        widths = [base_channels * 2**i for i in range(depth + 1)]
+        widths = [min(base_channels * 2**i, max_channels or base_channels * 2**i) for i in range(depth + 1)]
 
         self.stem = DoubleConv(in_channels, widths[0], pad, batch_norm)
         self.downs = nn.ModuleList(Down(widths[i], widths[i + 1], pad, batch_norm) for i in range(depth))

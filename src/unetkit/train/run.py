@@ -30,8 +30,8 @@ from unetkit.config import Config, save_config
 from unetkit.data.sampler import EpochSampler, closing_workers, sample_seed
 from unetkit.distributed import World, any_rank, broadcast_buffers, init_distributed, shutdown
 from unetkit.errors import TrainingStopped, UnetkitError
+from unetkit.infer.choices import choose_inference
 from unetkit.infer.scoring import Scored
-from unetkit.infer.threshold import tune_threshold
 from unetkit.losses import build_loss
 from unetkit.metrics import headline, scores
 from unetkit.models.encoders import set_encoder_frozen
@@ -155,15 +155,20 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         set_rng_state(checkpoint["rng"])
     run.net = parallel(model, cfg, world, device)
     val, val_scores = fit(run, state)
-    if world.main and cfg.train.choose_threshold and (run_dir / "best.pt").is_file():
-        cfg.infer.threshold, reason = tune_threshold(run_dir / "best.pt", data.val_pairs, data.codec, show)
-        say(f"{reason}; stored in {run_dir / 'best.pt'} and config.yaml")
+    if world.main and cfg.train.choose and (run_dir / "best.pt").is_file():
+        chosen, reasons = choose_inference(str(run_dir / "best.pt"), data.val_pairs, data.codec, cfg.train.choose,
+                                           show)
+        cfg.infer = cfg.infer.model_copy(update=chosen)
+        for reason in reasons:
+            say(reason)
+        say(f"stored in {run_dir / 'best.pt'} and config.yaml")
         with writing(run_dir / "config.yaml"):
             save_config(cfg, run_dir / "config.yaml")
     if world.main:
         summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
                    "epochs": len(state.history), "seconds": round(sum(row["seconds"] for row in state.history), 2),
-                   "best": state.best_scores, "threshold": cfg.infer.threshold}
+                   "best": state.best_scores, "threshold": cfg.infer.threshold,
+                   "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta}
         write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary)
     return RunResult(run_dir, state.best_epoch, state.best, state.history)
 

@@ -1,0 +1,162 @@
+"""A dataset's fingerprint: the facts a plan is made from, measured on the user's own files.
+
+`data inspect` already finds the mask encoding and the classes from the raw values; the fingerprint adds what
+the network's shape and the training recipe depend on (nnU-Net plans from the same kind of facts):
+
+- image sizes (median and smallest side), channels, bit depth;
+- each class's share of the pixels, and its objects: 8-connected regions and their equivalent diameters
+  (the median weighted by area: the size of the object a typical pixel lies in, so specks do not dominate);
+- intensities per image and across images: when image means differ by more than half the typical contrast
+  within an image, or the contrast itself varies more than 2x, the acquisitions are mixed and each image should
+  be stretched on its own (`data.normalize: image`); otherwise one dataset mean and std serve all.
+
+At most `max_images` pairs (evenly spread over the sorted files) are read, so a plan of 10,000 images takes
+seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from skimage.measure import label, regionprops
+
+from unetkit.config import IGNORE_INDEX, MaskConfig
+from unetkit.data.dataset import Pair, load_pair, pair_files
+from unetkit.data.inspect import inspect_folder
+from unetkit.data.intensity import stretch_whole
+from unetkit.data.masks import MaskCodec
+from unetkit.errors import UnetkitError
+
+MIXED_BRIGHTNESS = 0.5  # spread of image means, in units of the median contrast within an image
+MIXED_CONTRAST = 2.0  # ratio of the 90th to the 10th percentile of the images' contrast
+
+
+@dataclass
+class ClassFacts:
+    name: str
+    share: float  # of all labelled pixels
+    objects_per_image: float  # 8-connected regions
+    diameter: float  # area-weighted median equivalent diameter of its regions, pixels (0 when absent)
+
+
+@dataclass
+class Fingerprint:
+    folder: str
+    num_images: int
+    channels: int
+    mask: dict[str, Any]
+    classes: list[ClassFacts]
+    median_size: tuple[int, int]  # (height, width)
+    min_side: int
+    bits: int  # 8 or 16 (or 32 for float data)
+    mean: list[float]  # per channel, dataset statistics on [0, 1] intensities
+    std: list[float]
+    stretched_mean: list[float]  # the same after stretching each image by its own range
+    stretched_std: list[float]
+    brightness_spread: float
+    contrast_ratio: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mixed(self) -> bool:
+        return self.brightness_spread > MIXED_BRIGHTNESS or self.contrast_ratio > MIXED_CONTRAST
+
+    @property
+    def background(self) -> int:
+        """The most frequent class: what foreground oversampling and object sizes are measured against."""
+        return int(np.argmax([c.share for c in self.classes]))
+
+
+def _sample(pairs: list[Pair], count: int) -> list[Pair]:
+    if len(pairs) <= count:
+        return pairs
+    return [pairs[i] for i in np.linspace(0, len(pairs) - 1, count).round().astype(int)]
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    if values.size == 0:
+        return 0.0
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def _class_objects(mask: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
+    """(areas, equivalent diameters) of the 8-connected regions of class `cls` in an (H, W) class map."""
+    regions = regionprops(label(mask == cls, connectivity=2))
+    areas = np.array([r.area for r in regions], dtype=np.float64)
+    return areas, np.sqrt(4 * areas / np.pi)
+
+
+def _bits(modes: dict[str, int]) -> int:
+    """The widest sample type among image modes such as "gray 8-bit", "RGB 16-bit", "gray float32"."""
+    digits = [re.sub(r"\D", "", mode.split()[-1]) for mode in modes]
+    return max((int(d) for d in digits if d), default=8)
+
+
+def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_images: int = 64) -> Fingerprint:
+    """Measure `folder/images` + `folder/masks`; a dataset no encoding can read is one line naming why."""
+    report = inspect_folder(Path(folder), images=images, masks=masks)
+    if report["problems"]:
+        raise UnetkitError(f"{folder}: {report['problems'][0]} (unetkit data inspect {folder} lists every problem)")
+    suggestion = report["suggestion"]
+    if suggestion["mask"] is None:
+        raise UnetkitError(f"{folder}: no mask encoding fits: {suggestion['notes'][0]}")
+    channels, names = suggestion["channels"], suggestion["classes"]
+    codec = MaskCodec(MaskConfig(**suggestion["mask"]), len(names))
+    pairs = pair_files(Path(folder) / images, Path(folder) / masks)
+    counts = np.zeros(len(names), np.int64)
+    areas: list[list[np.ndarray]] = [[] for _ in names]
+    stats, stretched, sizes = [], [], []
+    for pair in _sample(pairs, max_images):
+        image, mask = load_pair(pair, channels, codec)
+        sizes.append(mask.shape)
+        counts += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=len(names))[:len(names)]
+        for cls in range(len(names)):
+            areas[cls].append(_class_objects(mask, cls)[0])
+        pixels = image.reshape(-1, channels)
+        stats.append((pixels.mean(0), pixels.std(0), (pixels ** 2).mean(0)))
+        flat = stretch_whole(image).reshape(-1, channels)
+        stretched.append((flat.mean(0), (flat ** 2).mean(0)))
+    means = np.array([s[0] for s in stats])  # (N, C)
+    stds = np.array([s[1] for s in stats])
+    mean = means.mean(0)
+    std = np.sqrt(np.maximum(np.array([s[2] for s in stats]).mean(0) - mean ** 2, 1e-12))
+    s_mean = np.array([s[0] for s in stretched]).mean(0)
+    s_std = np.sqrt(np.maximum(np.array([s[1] for s in stretched]).mean(0) - s_mean ** 2, 1e-12))
+    contrast = np.median(stds, axis=0)
+    spread = float(np.max(means.std(0) / np.maximum(contrast, 1e-6)))
+    ratio = float(np.max(np.percentile(stds, 90, axis=0) / np.maximum(np.percentile(stds, 10, axis=0), 1e-6)))
+    total = max(int(counts.sum()), 1)
+    facts = []
+    for cls, name in enumerate(names):
+        a = np.concatenate(areas[cls]) if areas[cls] else np.zeros(0)
+        facts.append(ClassFacts(name, float(counts[cls] / total), float(a.size / len(sizes)),
+                                _weighted_median(np.sqrt(4 * a / np.pi), a)))
+    heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
+    return Fingerprint(str(folder), len(pairs), channels, suggestion["mask"], facts,
+                       (int(np.median(heights)), int(np.median(widths))), int(min(heights.min(), widths.min())),
+                       _bits(report["image_modes"]), _round(mean), _round(std), _round(s_mean), _round(s_std),
+                       spread, ratio, list(suggestion["notes"]))
+
+
+def _round(values: np.ndarray) -> list[float]:
+    return [round(float(v), 4) for v in values]
+
+
+def describe(fp: Fingerprint) -> list[str]:
+    """The fingerprint as lines for the plan's header and the console."""
+    height, width = fp.median_size
+    lines = [f"{fp.num_images} training images, {fp.channels} channel(s), {fp.bits}-bit, median {width}x{height} "
+             f"(WxH), smallest side {fp.min_side}",
+             f"masks: {fp.mask['encoding']} encoding, {len(fp.classes)} classes"]
+    for c in fp.classes:
+        lines.append(f"  {c.name}: {c.share:.1%} of pixels, {c.objects_per_image:.1f} regions per image, "
+                     f"typical region diameter {c.diameter:.0f} px")
+    lines.append(f"intensity: mean {fp.mean}, std {fp.std}; image means spread {fp.brightness_spread:.2f} x the "
+                 f"typical contrast, contrast varies {fp.contrast_ratio:.2f}x between images")
+    return lines

@@ -1,0 +1,96 @@
+"""Timing this machine: how long a training step, an image read and a validation pass take here.
+
+A plan for N minutes must know how many steps fit, and that depends on the CPU or GPU, the network, the
+precision and the memory format, which no table can predict (bf16 is twice as fast as fp32 on a CPU with
+AVX-512 bf16, slower on one without). So the planner times a few real steps (the training loop's own step:
+forward, loss, backward, Adam) of each candidate on random input of the planned shape, after one warm-up step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+
+import torch
+
+from unetkit.config import Config
+from unetkit.data.dataset import FolderDataset, Pair
+from unetkit.data.masks import MaskCodec
+from unetkit.data.transforms import train_transform
+from unetkit.infer.inference import model_predictor
+from unetkit.losses import build_loss
+from unetkit.models.build import build_model
+from unetkit.train.loop import StepOptions, train_one_epoch
+from unetkit.train.optim import build_optimizer
+from unetkit.train.setup import training_autocast
+from unetkit.train.state import EpochProgress
+
+
+def _batches(cfg: Config, count: int) -> list[dict[str, torch.Tensor]]:
+    """`count` random batches of the planned shape: (B, C, crop, crop) images, (B, crop, crop) masks."""
+    data = cfg.data
+    generator = torch.Generator().manual_seed(0)
+    shape = (data.batch_size, data.channels, data.crop_size, data.crop_size)
+    return [{"image": torch.randn(shape, generator=generator),
+             "mask": torch.randint(0, data.num_classes, (shape[0], *shape[2:]), generator=generator)}
+            for _ in range(count)]
+
+
+def time_training_step(cfg: Config, device: torch.device, steps: int = 3) -> float:
+    """Median seconds of one training step of `cfg`'s network, loss, optimizer, batch, crop and precision."""
+    torch.manual_seed(0)
+    out = 1 if cfg.loss.binary else cfg.data.num_classes
+    model = build_model(cfg.model, cfg.data.channels, out, pretrained=False).to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg.loss, cfg.data.num_classes).to(device)
+    optimizer = build_optimizer(cfg.optim, model)
+    options = StepOptions(training_autocast(cfg.train.precision, device), cfg.train.channels_last)
+    scaler = torch.amp.GradScaler("cuda", enabled=options.autocast is torch.float16)
+    stamps: list[float] = []
+
+    def stamp(_: EpochProgress) -> bool:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+        return False
+
+    progress = EpochProgress(0, cfg.data.num_classes, loss_sum=torch.zeros((), device=device))
+    train_one_epoch(model, _batches(cfg, steps + 1), loss_fn, optimizer, scaler, device, progress, options,
+                    after_step=stamp, show=False)
+    return statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+
+
+def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: int = 6) -> float:
+    """Median seconds to read, crop and augment one training sample in this process (what a step waits for
+    with `data.num_workers: 0`)."""
+    dataset = FolderDataset(pairs=list(pairs), channels=cfg.data.channels, codec=codec,
+                            transform=train_transform(cfg.data), per_image=cfg.data.normalize == "image")
+    times = []
+    for i in range(samples):
+        began = time.perf_counter()
+        dataset[(i % len(dataset), i)]
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def time_inference(cfg: Config, device: torch.device, size: int = 512) -> float:
+    """Seconds per megapixel of validation inference (eval mode, batch norm folded, `infer` precision and
+    memory format), from one warm-up and two timed passes of a `size` x `size` image."""
+    from unetkit.infer.predictor import configure_speed
+
+    model = build_model(cfg.model, cfg.data.channels, 1 if cfg.loss.binary else cfg.data.num_classes,
+                        pretrained=False).to(device)
+    predictor = model_predictor(model, device)
+    configure_speed(predictor, cfg.infer.precision, cfg.infer.channels_last)
+    x = torch.randn(1, cfg.data.channels, size, size)
+    times = []
+    for _ in range(3):
+        began = time.perf_counter()
+        predictor(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times[1:]) / (size * size / 1e6)

@@ -1,0 +1,206 @@
+"""The planner's rules, in the order a plan is made: where the data is, the network's shape, the recipe, and
+what the measured speed of this machine allows in the budget. Each rule adds `Choice`s with their reasons."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from unetkit.config import Config, config_from_dict
+from unetkit.data.dataset import dataset_pairs
+from unetkit.data.inspect import image_size
+from unetkit.data.masks import MaskCodec
+from unetkit.train.measure import time_inference, time_loading, time_training_step
+
+if TYPE_CHECKING:
+    from unetkit.train.plan import Plan
+
+SPARSE = 0.10  # a class under this share of the pixels is missed by most uniformly random crops
+OVERSAMPLE = 0.33  # nnU-Net's share of crops forced onto foreground
+MIN_STEPS = 1200  # a U-Net trained from scratch with Adam needs about this many steps to converge
+WIDTHS = (16, 24, 32, 48)
+MAX_CHANNELS = 256
+REPEATS_FOR_HEAVY_AUGMENT = 30  # image-equivalents seen per training image before deformations pay off
+VALIDATION_SHARE = 0.10  # of the budget spent on validation passes during training
+CPU_CROP, GPU_CROP = 256, 512
+LIGHT_AUGMENT = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "VerticalFlip", "p": 0.5},
+                 {"__class_fullname__": "RandomRotate90", "p": 0.5},
+                 {"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": 0.15, "contrast_limit": 0.15,
+                  "p": 0.5}]
+
+
+def receptive_field(depth: int) -> int:
+    """Pixels one output of a padded U-Net of `depth` poolings sees along its contracting path: two 3x3
+    convolutions per level and at the bottom, each 2x2 pooling doubling the step."""
+    field, jump = 1, 1
+    for _ in range(depth):
+        field += 4 * jump + jump
+        jump *= 2
+    return field + 4 * jump
+
+
+def layout_choices(plan: Plan) -> None:
+    """Folders, channels, classes and mask encoding (from the values found), and the intensity normalization."""
+    layout, fp = plan.layout, plan.fingerprint
+    prefix = f"{layout.train}/" if layout.train else ""
+    plan.add("data.root", str(layout.root), "the dataset folder given")
+    plan.add("data.train_images", f"{prefix}images", "training images")
+    plan.add("data.train_masks", f"{prefix}masks", "their masks, paired by file name")
+    if layout.val:
+        plan.add("data.val_images", f"{layout.val}/images", "a val/ folder was given: checkpoints and the choices "
+                 "after training are judged on it")
+        plan.add("data.val_masks", f"{layout.val}/masks", "its masks")
+    else:
+        plan.add("data.val_fraction", 0.2, f"no val/ folder: {max(1, round(0.2 * fp.num_images))} of "
+                 f"{fp.num_images} training images are held out to judge checkpoints and the choices after training")
+    if layout.test:
+        plan.add("data.test_images", f"{layout.test}/images", "a test/ folder: only `evaluate --split test` uses it")
+        plan.add("data.test_masks", f"{layout.test}/masks", "its masks")
+    plan.add("data.channels", fp.channels, "gray images" if fp.channels == 1 else "colour images")
+    plan.add("data.classes", [c.name for c in fp.classes], f"{len(fp.classes)} classes found in the masks; rename "
+             "them freely (order matters)")
+    for key, value in fp.mask.items():
+        plan.add(f"data.mask.{key}", value, _mask_reason(key, fp))
+    if fp.mixed:
+        plan.add("data.normalize", "image", f"mixed acquisitions: image means spread {fp.brightness_spread:.2f}x the "
+                 f"typical contrast, contrast varies {fp.contrast_ratio:.1f}x: each image is stretched on its own")
+        mean, std = fp.stretched_mean, fp.stretched_std
+    else:
+        plan.add("data.normalize", "dataset", f"homogeneous images (means spread {fp.brightness_spread:.2f}x the "
+                 f"contrast, contrast varies {fp.contrast_ratio:.1f}x): one dataset mean and std serve all")
+        mean, std = fp.mean, fp.std
+    plan.add("data.mean", mean, "measured on the training images (intensities in [0, 1])")
+    plan.add("data.std", std, "measured on the training images")
+    rarest = min((c for i, c in enumerate(fp.classes) if i != fp.background), key=lambda c: c.share)
+    plan.add("data.background_class", fp.background, f"{fp.classes[fp.background].name} is the most frequent class")
+    if rarest.share < SPARSE:
+        plan.add("data.foreground_crops", OVERSAMPLE, f"{rarest.name} covers only {rarest.share:.1%} of the pixels: "
+                 f"a third of the crops are put on objects (as nnU-Net)")
+    else:
+        plan.add("data.foreground_crops", 0.0, f"the rarest class ({rarest.name}) covers {rarest.share:.1%}: random "
+                 "crops find it")
+
+
+def _mask_reason(key: str, fp: Any) -> str:
+    if key == "encoding":
+        return f"read from the mask values: {fp.notes[0]}" if fp.notes else "read from the mask values"
+    return "found in the masks"
+
+
+def shape_choices(plan: Plan) -> None:
+    """Crop from the image and object sizes, depth from the object size (receptive field), the padded U-Net."""
+    fp = plan.fingerprint
+    background = fp.background
+    scale = max(c.diameter for i, c in enumerate(fp.classes) if i != background)
+    cap = GPU_CROP if plan.device.startswith("cuda") else CPU_CROP
+    crop = max(64, min(cap, 1 << int(math.log2(max(fp.min_side, 64)))))
+    where = "the smallest image side" if crop < cap else f"the {'GPU' if cap == GPU_CROP else 'CPU'} cap"
+    plan.add("data.crop_size", crop, f"{crop} px: bounded by {where} ({fp.min_side} px smallest side); larger "
+             "crops would cost steps")
+    need = min(2 * scale, crop)
+    depth = next((d for d in range(3, 7) if receptive_field(d) >= need and crop >> d >= 8), None)
+    if depth is None:
+        depth = max(d for d in range(3, 7) if crop >> d >= 8)
+    plan.add("model.depth", depth, f"typical object ~{scale:.0f} px: receptive field {receptive_field(depth)} px "
+             f">= 2x that (capped by the crop {crop}), bottleneck {crop >> depth} px")
+    plan.add("model.name", "unet", "the U-Net")
+    plan.add("model.padding", "same", "padded convolutions: every crop pixel is trained, any image size predicted")
+    plan.add("model.batch_norm", True, "batch norm with >= 4 samples per batch trains fastest from scratch")
+    plan.add("model.max_channels", MAX_CHANNELS, f"features double per level up to {MAX_CHANNELS}")
+
+
+def recipe_choices(plan: Plan) -> None:
+    """Loss, optimizer and the choices made after training on the validation images."""
+    binary = len(plan.fingerprint.classes) == 2
+    plan.add("loss.terms", [{"name": "ce"}, {"name": "dice"}], "cross-entropy + Dice (nnU-Net's loss): pixels and "
+             "the overlap of small classes both count")
+    plan.add("optim.name", "adam", "Adam: fastest from scratch on short budgets")
+    plan.add("optim.lr", 1e-3, "the usual Adam rate for U-Nets from scratch")
+    plan.add("optim.schedule", "cosine", "annealed to 0 by the end of the budget")
+    choose = ["threshold", "min_object", "tta"] if binary else ["tta"]
+    plan.add("train.choose", choose, "decided on the validation images after training, never on test")
+    plan.add("train.monitor", "miou", "best.pt = the validation with the highest mIoU")
+    plan.add("infer.tta", "none", "unless train.choose finds that flips pay")
+
+
+def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> None:
+    """Precision, memory format and width timed on this machine; batch, epochs and validation from the time."""
+    device = torch.device(plan.device)
+    base = config_from_dict(plan.tree(), "plan")
+    plan.add("data.batch_size", 4, "the smallest batch that keeps batch-norm statistics stable")
+    base = _with(base, {"data": {"batch_size": 4}, "model": {"base_channels": 32}})
+    say("timing training steps on this machine ...")
+    timed = {}
+    for precision, channels_last in _formats(device):
+        cfg = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
+        timed[(precision, channels_last)] = time_training_step(cfg, device)
+    (precision, channels_last), fastest = min(timed.items(), key=lambda kv: kv[1])
+    table = ", ".join(f"{p}{' NHWC' if c else ''} {t:.2f}s" for (p, c), t in timed.items())
+    plan.add("train.precision", precision, f"fastest training step measured here ({table} per step, base 32)")
+    plan.add("train.channels_last", channels_last, "measured with the precision above")
+    base = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
+    pairs, val = dataset_pairs(base.data)
+    codec = MaskCodec(base.data.mask, base.data.num_classes)
+    load = time_loading(base, pairs[:8], codec)
+    per_mpx = time_inference(base, device)
+    val_seconds = sum(_pixels(p) for p in val) / 1e6 * per_mpx + len(val) * load
+    width_steps = {32: fastest}
+    for width in (w for w in WIDTHS if w != 32):
+        width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
+    _budget_choices(plan, base, width_steps, load, val_seconds, len(pairs), time.perf_counter() - began)
+
+
+def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load: float, val_seconds: float,
+                    train_images: int, planning: float) -> None:
+    """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings."""
+    batch, crop = cfg.data.batch_size, cfg.data.crop_size
+    minutes = plan.minutes
+    choice_seconds = 5 * val_seconds  # after training: one pass for threshold and small objects, four for flips
+    train_seconds = max(30.0, 60 * minutes - planning - 2 * val_seconds - choice_seconds)
+    steps = {w: (train_seconds * (1 - VALIDATION_SHARE)) / (t + batch * load) for w, t in width_steps.items()}
+    fitting = [w for w in WIDTHS if steps[w] >= MIN_STEPS]
+    width = max(fitting) if fitting else min(WIDTHS)
+    shown = ", ".join(f"{w}: {steps[w]:.0f}" for w in WIDTHS)
+    plan.add("model.base_channels", width, f"the widest whose steps in the budget reach {MIN_STEPS} (steps by "
+             f"width: {shown}; {width_steps[width]:.2f}s + {batch}x{load:.3f}s loading per step measured)")
+    total = steps[width]
+    validations = int(max(2, min(10, VALIDATION_SHARE * train_seconds / max(val_seconds, 1e-3))))
+    per_epoch = total / validations
+    crops = max(1, round(per_epoch * batch / train_images))
+    plan.add("data.crops_per_image", crops, f"~{total:.0f} steps in {validations} epochs, each validated "
+             f"(~{val_seconds:.0f}s per validation)")
+    plan.add("train.epochs", 2 * validations, "an upper bound: the time budget ends the run, annealed")
+    plan.add("train.max_minutes", round(train_seconds / 60, 2), f"{minutes:g} min less planning "
+             f"({planning:.0f}s), reading the data and the choices after training")
+    height, width_px = plan.fingerprint.median_size
+    repeats = total * batch * crop * crop / max(1.0, train_images * height * width_px)
+    if repeats >= REPEATS_FOR_HEAVY_AUGMENT:
+        plan.add("data.augment", None, f"the built-in pipeline (flips, turns, affine, brightness, elastic "
+                 f"deformation): each training image is seen ~{repeats:.0f}x, so it must not be memorised")
+    else:
+        plan.add("data.augment", LIGHT_AUGMENT, f"each training image is seen only ~{repeats:.1f}x: flips, turns "
+                 "and brightness; deformations would slow learning more than they regularize")
+    plan.facts.append(f"measured: {width_steps[width]:.3f}s per training step (base {width}), "
+                      f"{load * 1000:.0f} ms per sample read, validation ~{val_seconds:.1f}s")
+
+
+def _formats(device: torch.device) -> list[tuple[str, bool]]:
+    if device.type == "cuda":
+        return [("fp32", True), ("auto", True)]  # auto = fp16 autocast with loss scaling
+    return [("fp32", False), ("fp32", True), ("bf16", True)]
+
+
+def _with(cfg: Config, update: dict[str, dict[str, Any]]) -> Config:
+    tree = cfg.model_dump(mode="json")
+    for section, values in update.items():
+        tree[section].update(values)
+    return config_from_dict(tree, "plan")
+
+
+def _pixels(pair: Any) -> int:
+    width, height = image_size(pair[0])
+    return width * height
