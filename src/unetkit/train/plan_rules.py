@@ -151,16 +151,18 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     width_steps = {32: fastest}
     for width in (w for w in WIDTHS if w != 32):
         width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
-    _budget_choices(plan, base, width_steps, load, val_seconds, len(pairs), time.perf_counter() - began)
+    scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
+    _budget_choices(plan, base, width_steps, load, val_seconds, len(pairs), time.perf_counter() - began + scan)
 
 
 def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load: float, val_seconds: float,
                     train_images: int, planning: float) -> None:
+    """`planning`: seconds spent before training starts (this plan, then reading every pair once)."""
     """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings."""
     batch, crop = cfg.data.batch_size, cfg.data.crop_size
     minutes = plan.minutes
     choice_seconds = 5 * val_seconds  # after training: one pass for threshold and small objects, four for flips
-    train_seconds = max(30.0, 60 * minutes - planning - 2 * val_seconds - choice_seconds)
+    train_seconds = max(30.0, 60 * minutes - planning - choice_seconds)
     steps = {w: (train_seconds * (1 - VALIDATION_SHARE)) / (t + batch * load) for w, t in width_steps.items()}
     fitting = [w for w in WIDTHS if steps[w] >= MIN_STEPS]
     width = max(fitting) if fitting else min(WIDTHS)
@@ -174,8 +176,8 @@ def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load
     plan.add("data.crops_per_image", crops, f"~{total:.0f} steps in {validations} epochs, each validated "
              f"(~{val_seconds:.0f}s per validation)")
     plan.add("train.epochs", 2 * validations, "an upper bound: the time budget ends the run, annealed")
-    plan.add("train.max_minutes", round(train_seconds / 60, 2), f"{minutes:g} min less planning "
-             f"({planning:.0f}s), reading the data and the choices after training")
+    plan.add("train.max_minutes", round(train_seconds / 60, 2), f"{minutes:g} min less planning and reading "
+             f"the data ({planning:.0f}s) and the choices after training ({choice_seconds:.0f}s)")
     height, width_px = plan.fingerprint.median_size
     repeats = total * batch * crop * crop / max(1.0, train_images * height * width_px)
     if repeats >= REPEATS_FOR_HEAVY_AUGMENT:

@@ -1,0 +1,131 @@
+"""Inference settings chosen on the validation images after training: the binary threshold (best foreground
+IoU, ties to the arg-max's 0.5), the smallest object kept, and flips; stored in best.pt and used from there on,
+and every printed score is the one `evaluate` then gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from unetkit.checkpoint import load_checkpoint
+from unetkit.config import Config, MaskConfig, config_from_dict, load_config
+from unetkit.data.dataset import pair_files
+from unetkit.data.masks import MaskCodec
+from unetkit.errors import UnetkitError
+from unetkit.infer.choices import (
+    THRESHOLDS,
+    choose_object_size,
+    choose_threshold,
+    hold_probabilities,
+    score_held,
+)
+from unetkit.infer.evaluate import evaluate
+from unetkit.train.run import train
+
+
+class BrightIsUnsure:
+    """A stand-in inference that is right but under-confident: p(foreground) 0.3 on bright pixels, 0.1 else."""
+
+    def segment(self, image: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        foreground = np.where(image[..., 0] > 0.47, 0.3, 0.1).astype(np.float32)  # (H, W)
+        probabilities[1], probabilities[0] = foreground, 1 - foreground
+        return (foreground > 0.5).astype(np.uint8)
+
+
+def test_the_best_threshold_wins_and_ties_go_to_the_one_nearest_one_half() -> None:
+    assert choose_threshold({0.3: 0.5, 0.5: 0.7, 0.7: 0.6}) == (0.5, "threshold 0.5: foreground IoU 0.7000 on the "
+                                                                    "validation images")
+    chosen, reason = choose_threshold({0.1: 0.8, 0.4: 0.8, 0.5: 0.2})
+    assert chosen == 0.4 and reason.endswith("against 0.2000 at 0.5")
+    assert choose_threshold({0.5: None})[0] == 0.5
+
+
+def _iou_table(held: list, candidates: tuple[float, ...] = THRESHOLDS) -> dict[float, float | None]:
+    return {t: score_held(held, t, 0, ["background", "foreground"])["per_class"]["foreground"]["iou"]
+            for t in candidates}
+
+
+def test_scores_of_every_threshold_come_from_one_set_of_probabilities(tiny_dataset: Path) -> None:
+    pairs = pair_files(tiny_dataset / "images", tiny_dataset / "masks")
+    codec = MaskCodec(MaskConfig(encoding="binary", foreground_value=255), 2)
+    table = _iou_table(hold_probabilities(BrightIsUnsure(), pairs, codec, 1), (0.05, 0.1, 0.25, 0.3, 0.5))
+    # above 0.1 and below 0.3 the unsure network is exactly right; at 0.05 all is foreground, from 0.3 none is
+    assert table[0.1] == table[0.25] == 1.0 and table[0.3] == table[0.5] == 0.0 and 0 < table[0.05] < 0.5
+    assert choose_threshold(table)[0] == 0.25
+
+
+def test_a_run_chooses_on_validation_stores_in_best_pt_and_evaluate_uses_it(
+        tiny_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg: Config = load_config(tiny_config, ["train.choose=[threshold]", "train.epochs=2", "optim.lr=0.01"])
+    run = train(cfg, progress=False)
+    best = load_checkpoint(run.run_dir / "best.pt")
+    chosen = best["config"]["infer"]["threshold"]
+    # recomputed here on the validation pairs alone, with best.pt's weights: the same choice
+    from unetkit.data.dataset import dataset_pairs
+    from unetkit.infer.inference import load_predictor, open_inference, validation_settings
+
+    predictor, saved = load_predictor(run.run_dir / "best.pt", "cpu")
+    _, val_pairs = dataset_pairs(saved.data)
+    table = _iou_table(hold_probabilities(open_inference(predictor, saved, validation_settings(saved)), val_pairs,
+                                          MaskCodec(saved.data.mask, 2), saved.data.channels))
+    assert choose_threshold(table)[0] == chosen
+    assert f"threshold {chosen}: foreground IoU" in capsys.readouterr().out
+    assert json.loads((run.run_dir / "summary.json").read_text())["threshold"] == chosen
+    assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["infer"]["threshold"] == chosen
+    report = evaluate(run.run_dir / "best.pt", split="val", progress=False)
+    # the IoU the run printed for its choice is the one `evaluate` gives the user at that threshold
+    assert report["threshold"] == chosen and report["per_class"]["foreground"]["iou"] == table[chosen]
+
+
+def test_choosing_a_threshold_needs_a_binary_model_and_the_older_key_still_reads() -> None:
+    with pytest.raises(UnetkitError, match="train.choose: threshold is for binary models; data.classes has 3"):
+        config_from_dict({"data": {"classes": ["a", "b", "c"]}, "train": {"choose": ["threshold"]}})
+    assert config_from_dict({"train": {"choose_threshold": True}}).train.choose == ["threshold"]
+    assert config_from_dict({"train": {"choose_threshold": False}}).train.choose == []
+
+
+class Specks:
+    """A stand-in inference: right on the big object, plus isolated false pixels every 8th pixel of row 2."""
+
+    def segment(self, image: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        foreground = np.where(image[..., 0] > 0.47, 0.9, 0.1).astype(np.float32)
+        foreground[2, ::8] = 0.9
+        probabilities[1], probabilities[0] = foreground, 1 - foreground
+        return (foreground > 0.5).astype(np.uint8)
+
+
+def test_small_false_objects_are_removed_when_that_raises_the_iou(tmp_path: Path) -> None:
+    from conftest import write_tiny_dataset
+
+    root = write_tiny_dataset(tmp_path / "d", size=128)  # sizes up to 1% of an image (163 px) are tried
+    pairs = pair_files(root / "images", root / "masks")
+    codec = MaskCodec(MaskConfig(encoding="binary", foreground_value=255), 2)
+    names = ["background", "foreground"]
+    held = hold_probabilities(Specks(), pairs, codec, 1)
+    assert score_held(held, 0.5, 0, names)["per_class"]["foreground"]["iou"] < 1.0
+    size, reason = choose_object_size(held, 0.5, names)
+    assert size > 0 and score_held(held, 0.5, size, names)["per_class"]["foreground"]["iou"] == 1.0
+    assert reason.startswith(f"objects under {size} px removed: foreground IoU 1.0000 against")
+    exact = hold_probabilities(BrightIsUnsure(), pairs, codec, 1)  # no specks: nothing to remove
+    assert choose_object_size(exact, 0.25, names)[0] == 0
+
+
+def test_every_choice_printed_is_what_evaluate_gives(tiny_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(tiny_config, ["train.choose=[threshold, min_object, tta]", "train.epochs=2", "optim.lr=0.01"])
+    run = train(cfg, progress=False)
+    printed = capsys.readouterr().out
+    saved = load_checkpoint(run.run_dir / "best.pt")["config"]["infer"]
+    report = evaluate(run.run_dir / "best.pt", split="val", progress=False)
+    iou = report["per_class"]["foreground"]["iou"]
+    assert report["threshold"] == saved["threshold"] and report["tta"] == saved["tta"]
+    if saved["tta"] == "flips":
+        assert f"TTA flips: foreground IoU {iou:.4f}" in printed
+    else:
+        assert f"against {iou:.4f} without" in printed
+    on_disk = yaml.safe_load((run.run_dir / "config.yaml").read_text())["infer"]
+    assert {k: on_disk[k] for k in ("threshold", "min_object_px", "tta")} == {
+        k: saved[k] for k in ("threshold", "min_object_px", "tta")}

@@ -1,0 +1,126 @@
+"""`unetkit plan` and `unetkit train DATA`: rules that follow the fingerprint and the measured speed, a YAML that
+reloads to the same config, and a planned run that trains and makes its choices on validation only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import write_tiny_dataset
+from PIL import Image
+
+from unetkit.checkpoint import load_checkpoint
+from unetkit.cli import main
+from unetkit.config import load_config
+from unetkit.errors import UnetkitError
+from unetkit.train import plan_rules
+from unetkit.train.plan import locate, make_plan
+
+
+@pytest.fixture
+def fast_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
+    """Replace the machine timings with fixed ones: seconds per step = `per_channel` * base channels."""
+    speed = {"per_channel": 0.001, "load": 0.001, "per_mpx": 0.1}
+
+    def step(cfg, device, steps=3):  # noqa: ANN001, ANN202 - the signature of time_training_step
+        bonus = 0.5 if cfg.train.precision == "bf16" else 1.0
+        return speed["per_channel"] * cfg.model.base_channels * bonus
+
+    monkeypatch.setattr(plan_rules, "time_training_step", step)
+    monkeypatch.setattr(plan_rules, "time_loading", lambda cfg, pairs, codec: speed["load"])
+    monkeypatch.setattr(plan_rules, "time_inference", lambda cfg, device: speed["per_mpx"])
+    return speed
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def test_a_plan_reloads_from_its_yaml_to_the_same_config(tmp_path: Path, fast_timing: dict) -> None:
+    write_tiny_dataset(tmp_path / "d" / "train")
+    plan = make_plan(tmp_path / "d", 5, "cpu", say=_silent)
+    path = tmp_path / "plan.yaml"
+    path.write_text(plan.yaml())
+    assert load_config(path).model_dump() == plan.config().model_dump()
+    text = path.read_text()
+    for choice in plan.choices:  # every value is written with its reason
+        assert choice.reason and f"# {choice.reason}" in text, choice.key
+
+
+def test_the_width_is_the_widest_that_gets_enough_steps(tmp_path: Path, fast_timing: dict) -> None:
+    write_tiny_dataset(tmp_path / "d" / "train")
+    fast = make_plan(tmp_path / "d", 10, "cpu", say=_silent)
+    assert fast.value("model.base_channels") == max(plan_rules.WIDTHS)
+    assert fast.value("train.precision") == "bf16"  # measured twice as fast here
+    fast_timing["per_channel"] = 0.05  # fifty times slower steps: fewer steps, so a narrower network
+    slow = make_plan(tmp_path / "d", 10, "cpu", say=_silent)
+    assert slow.value("model.base_channels") < fast.value("model.base_channels")
+    assert "steps by width" in next(c.reason for c in slow.choices if c.key == "model.base_channels")
+    assert slow.value("train.max_minutes") <= 10
+
+
+def test_sparse_objects_get_foreground_crops_and_mixed_gains_per_image_stretching(tmp_path: Path,
+                                                                                   fast_timing: dict) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "d"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i, gain in enumerate([0.3, 0.6, 1.0, 1.4, 0.5, 1.2]):
+        mask = np.zeros((64, 64), np.uint8)
+        top, left = rng.integers(0, 56, size=2)
+        mask[top:top + 6, left:left + 6] = 255  # 36 of 4096 pixels: under 1%
+        image = np.where(mask > 0, 200, 60) * gain + rng.normal(0, 5, mask.shape)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    plan = make_plan(root, 5, "cpu", say=_silent)  # images/ and masks/ directly in DATA also work
+    assert plan.value("data.train_images") == "images"
+    assert plan.value("data.foreground_crops") == plan_rules.OVERSAMPLE
+    assert plan.value("data.normalize") == "image"
+    assert plan.value("model.depth") == 3  # ~7 px objects: the shallowest depth is enough
+
+
+def test_val_and_test_folders_are_used_as_given(tmp_path: Path, fast_timing: dict) -> None:
+    for split in ("train", "val", "test"):
+        write_tiny_dataset(tmp_path / "d" / split)
+    cfg = make_plan(tmp_path / "d", 5, "cpu", say=_silent).config()
+    assert (cfg.data.val_images, cfg.data.test_images) == ("val/images", "test/images")
+    assert cfg.train.choose == ["threshold", "min_object", "tta"]  # binary: all three, on val/
+
+
+def test_a_folder_without_images_and_masks_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "d" / "photos").mkdir(parents=True)
+    with pytest.raises(UnetkitError, match="expected train/images and train/masks"):
+        locate(tmp_path / "d")
+    assert main(["plan", str(tmp_path / "d")]) == 2
+
+
+def test_unetkit_plan_writes_a_config_that_trains(tmp_path: Path, fast_timing: dict,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    write_tiny_dataset(tmp_path / "d" / "train")
+    assert main(["plan", str(tmp_path / "d"), "--minutes", "3", "--device", "cpu", "-o",
+                 str(tmp_path / "plan.yaml")]) == 0
+    assert "unetkit train" in capsys.readouterr().out
+    cfg = load_config(tmp_path / "plan.yaml")
+    assert cfg.train.max_minutes is not None and cfg.train.max_minutes <= 3
+
+
+def test_train_data_plans_trains_and_chooses_on_validation(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """The real command with real timings, on a budget of half a minute."""
+    write_tiny_dataset(tmp_path / "d" / "train", count=6)
+    assert main(["train", str(tmp_path / "d"), "--minutes", "0.5", "-q", "--device", "cpu",
+                 "--set", f"train.output_dir={tmp_path / 'runs'}", "--set", "train.run_name=planned"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "runs" / "planned"
+    assert "model:" in out and "# the widest whose steps" in out  # the plan is shown before training
+    assert (run / "plan.yaml").is_file() and (run / "best.pt").is_file()
+    saved = load_checkpoint(run / "best.pt")["config"]
+    assert saved["data"]["root"] == str((tmp_path / "d").resolve())
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["threshold"] == saved["infer"]["threshold"] and summary["tta"] == saved["infer"]["tta"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["infer"]["min_object_px"] == \
+        saved["infer"]["min_object_px"]
+    assert "threshold" in out and "TTA" in out  # each choice printed with its reason
