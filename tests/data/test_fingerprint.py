@@ -119,3 +119,28 @@ def test_16_bit_images_are_reported(tmp_path: Path) -> None:
     fp = fingerprint(tmp_path / "d")
     assert fp.bits == 16
     assert fp.mean[0] == pytest.approx((0.137 * 3000 + 0.863 * 500) / 65535, rel=0.1)  # scaled by the dtype range
+
+
+def test_test_masks_in_another_encoding_are_matched_by_intensity(tmp_path: Path) -> None:
+    """Training masks as colours, test masks as gray values in another order: classes pair up by the mean
+    image intensity under each (the only link the files give)."""
+    rng = np.random.default_rng(0)
+    colours = np.array([[0, 0, 0], [255, 0, 0], [0, 255, 0]], np.uint8)
+    test_values = np.array([200, 30, 90], np.uint8)  # background, then the two object classes, out of order
+
+    def images_and_labels(count: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        labels = [np.where(_discs(rng) > 0, 1 + (_discs(rng) % 2), 0) for _ in range(count)]
+        brightness = np.array([20, 120, 240])  # class 0 dark, class 1 mid, class 2 bright
+        return [(brightness[lab] + rng.normal(0, 5, lab.shape)).clip(0, 255).astype(np.uint8) for lab in labels], labels
+
+    images, labels = images_and_labels(4)
+    train = fingerprint(_write(tmp_path / "train", images, [colours[lab] for lab in labels]))
+    images, labels = images_and_labels(2)
+    test = _write(tmp_path / "test", images, [test_values[lab] for lab in labels])
+    from unetkit.data.fingerprint import test_mask_for
+
+    mask, reason = test_mask_for(train, test)
+    # training classes are the colours sorted by value: black (dark), green (label 2, bright), red (label 1, mid)
+    assert train.mask["palette"] == [[0, 0, 0], [0, 255, 0], [255, 0, 0]]
+    assert mask == {"encoding": "gray_values", "values": [200, 90, 30]} and "matched by mean image intensity" in reason
+    assert test_mask_for(train, tmp_path / "train")[0] is None  # the same encoding needs nothing

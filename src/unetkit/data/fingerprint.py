@@ -41,6 +41,7 @@ class ClassFacts:
     share: float  # of all labelled pixels
     objects_per_image: float  # 8-connected regions
     diameter: float  # area-weighted median equivalent diameter of its regions, pixels (0 when absent)
+    intensity: float  # mean image intensity (over channels, in [0, 1]) under the class
 
 
 @dataclass
@@ -110,12 +111,14 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     codec = MaskCodec(MaskConfig(**suggestion["mask"]), len(names))
     pairs = pair_files(Path(folder) / images, Path(folder) / masks)
     counts = np.zeros(len(names), np.int64)
+    sums = np.zeros(len(names), np.float64)
     areas: list[list[np.ndarray]] = [[] for _ in names]
     stats, stretched, sizes = [], [], []
     for pair in _sample(pairs, max_images):
         image, mask = load_pair(pair, channels, codec)
         sizes.append(mask.shape)
-        counts += np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=len(names))[:len(names)]
+        counts += _class_counts(mask, len(names))
+        sums += _class_sums(mask, image, len(names))
         for cls in range(len(names)):
             areas[cls].append(_class_objects(mask, cls)[0])
         pixels = image.reshape(-1, channels)
@@ -136,12 +139,63 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     for cls, name in enumerate(names):
         a = np.concatenate(areas[cls]) if areas[cls] else np.zeros(0)
         facts.append(ClassFacts(name, float(counts[cls] / total), float(a.size / len(sizes)),
-                                _weighted_median(np.sqrt(4 * a / np.pi), a)))
+                                _weighted_median(np.sqrt(4 * a / np.pi), a), float(sums[cls] / max(counts[cls], 1))))
     heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
     return Fingerprint(str(folder), len(pairs), channels, suggestion["mask"], facts,
                        (int(np.median(heights)), int(np.median(widths))), int(min(heights.min(), widths.min())),
                        _bits(report["image_modes"]), _round(mean), _round(std), _round(s_mean), _round(s_std),
                        spread, ratio, list(suggestion["notes"]))
+
+
+def _class_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+
+
+def _class_sums(mask: np.ndarray, image: np.ndarray, num_classes: int) -> np.ndarray:
+    """Sum of the channel-mean intensity under each class of an (H, W) class map."""
+    keep = mask != IGNORE_INDEX
+    return np.bincount(mask[keep].ravel(), weights=image.mean(-1)[keep].ravel(), minlength=num_classes)[:num_classes]
+
+
+def test_mask_for(train: Fingerprint, folder: Path, max_images: int = 16) -> tuple[dict[str, Any] | None, str]:
+    """The `data.test_mask` of a test folder whose masks use another encoding than the training masks (or None
+    when they agree), and why. Its classes are matched to the training classes by the mean image intensity
+    under each: the only link between two encodings that the files themselves give."""
+    report = inspect_folder(Path(folder))
+    suggested = report["suggestion"]["mask"]
+    if suggested is None or suggested == train.mask:
+        return None, "test masks use the training masks' encoding"
+    names = report["suggestion"]["classes"]
+    if len(names) != len(train.classes):
+        raise UnetkitError(f"{folder}: test masks hold {len(names)} classes, the training masks {len(train.classes)}")
+    codec = MaskCodec(MaskConfig(**suggested), len(names))
+    counts, sums = np.zeros(len(names), np.int64), np.zeros(len(names))
+    for pair in _sample(pair_files(Path(folder) / "images", Path(folder) / "masks"), max_images):
+        image, mask = load_pair(pair, train.channels, codec)
+        counts += _class_counts(mask, len(names))
+        sums += _class_sums(mask, image, len(names))
+    test_order = np.argsort(sums / np.maximum(counts, 1))  # test classes, darkest first
+    train_order = np.argsort([c.intensity for c in train.classes])
+    matched = dict(zip(train_order.tolist(), test_order.tolist(), strict=True))  # train class -> test class
+    raw = _raw_values(suggested, len(names))
+    key = "palette" if suggested["encoding"] == "palette" else "values"
+    values = [raw[matched[c]] for c in range(len(names))]
+    shown = ", ".join(f"{train.classes[c].name} = {values[c]}" for c in range(len(names)))
+    return ({"encoding": "palette" if key == "palette" else "gray_values", key: values},
+            f"test masks use another encoding ({suggested['encoding']}); classes matched by mean image intensity: "
+            f"{shown}; check this")
+
+
+def _raw_values(mask: dict[str, Any], num_classes: int) -> list[Any]:
+    """The raw value (or colour) of each class of a suggested `data.mask`, in class order."""
+    if mask["encoding"] == "palette":
+        return list(mask["palette"])
+    if mask["encoding"] == "gray_values":
+        return list(mask["values"])
+    if mask["encoding"] == "binary":
+        fg = mask["foreground_value"]
+        return [255 if fg == 0 else 0, fg]
+    return list(range(num_classes))
 
 
 def _round(values: np.ndarray) -> list[float]:

@@ -12,6 +12,7 @@ import torch
 
 from unetkit.config import Config, config_from_dict
 from unetkit.data.dataset import dataset_pairs
+from unetkit.data.fingerprint import test_mask_for
 from unetkit.data.inspect import image_size
 from unetkit.data.masks import MaskCodec
 from unetkit.train.measure import time_inference, time_loading, time_training_step
@@ -60,6 +61,9 @@ def layout_choices(plan: Plan) -> None:
     if layout.test:
         plan.add("data.test_images", f"{layout.test}/images", "a test/ folder: only `evaluate --split test` uses it")
         plan.add("data.test_masks", f"{layout.test}/masks", "its masks")
+        test_mask, reason = test_mask_for(fp, layout.root / layout.test)
+        if test_mask is not None:
+            plan.add("data.test_mask", test_mask, reason)
     plan.add("data.channels", fp.channels, "gray images" if fp.channels == 1 else "colour images")
     plan.add("data.classes", [c.name for c in fp.classes], f"{len(fp.classes)} classes found in the masks; rename "
              "them freely (order matters)")
