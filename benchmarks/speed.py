@@ -8,6 +8,10 @@
    channels-last, bf16 channels-last) and of a training step (fp32 channels-last), each as a fraction of (1).
 3. torch.compile: images/s of the padded U-Net's inference (512x512, batch 4, channels-last), eager and
    compiled, fp32 and bf16, and their ratio (compilation itself not timed), or why compiling is unavailable.
+4. The small networks users train on a CPU: padded U-Nets (BN) of 16 and 32 base channels, 256x256 crops,
+   batch 4: training images/s and fraction of the limit, fp32 NCHW, fp32 channels-last and bf16 channels-last;
+   next to MONAI's `BasicUNet` (its defaults, 32-32-64-128-256 features) on the same input, when MONAI is
+   installed (`pip install --no-deps monai`, a bench-only extra).
 Medians of several runs; the machine is shared, so compare ratios from the same run.
 """
 
@@ -107,6 +111,48 @@ def training_step(model: UNet, batch: int, size: int, repeats: int, precision: s
     return flops(run) / seconds / 1e9, batch / seconds
 
 
+def small_training_step(model: torch.nn.Module, channels: int, precision: str, channels_last: bool,
+                        repeats: int, batch: int = 4, size: int = 256) -> tuple[float, float]:
+    """(GFLOP/s, images/s) of a training step of any padded network (output size = input size)."""
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.train().to(memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, channels, size, size).contiguous(memory_format=fmt)
+    target = torch.randint(0, 2, (batch, size, size))
+
+    def run() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            logits = model(x)
+        F.cross_entropy(logits.float(), target).backward()
+        optimizer.step()
+
+    seconds = timed(run, repeats)
+    return flops(run) / seconds / 1e9, batch / seconds
+
+
+def small_networks(limit: dict[str, float], repeats: int) -> None:
+    """Section 4 of the docstring."""
+    print("small networks, training step, 256x256 crops, batch 4:")
+    nets: list[tuple[str, Callable[[], torch.nn.Module]]] = [
+        (f"unetkit U-Net base {w}", lambda w=w: UNet(1, 2, base_channels=w, padding="same", batch_norm=True))
+        for w in (16, 32)]
+    try:
+        from monai.networks.nets import BasicUNet
+
+        nets.append(("MONAI BasicUNet", lambda: BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)))
+    except ImportError:
+        print("  (MONAI not installed: pip install --no-deps monai adds its BasicUNet row)")
+    for name, make in nets:
+        for mode, precision, cl in (("fp32 NCHW", "fp32", False), ("fp32 channels-last", "fp32", True),
+                                    ("bf16 channels-last", "bf16", True)):
+            torch.manual_seed(0)
+            gflops, ips = small_training_step(make(), 1, precision, cl, repeats)
+            print(f"  {name:24s} {mode:20s} {gflops:8.1f} GFLOP/s {ips:7.2f} img/s "
+                  f"{gflops / limit[precision]:6.2f} of limit", flush=True)
+
+
 def model_in(model: UNet) -> int:
     return model.stem[0].in_channels
 
@@ -141,6 +187,7 @@ def main() -> None:
             gflops, ips = training_step(model, batch, size, max(1, args.repeats - 1), precision)
             print(f"{name:26s} {'train step ' + precision + ' c-last':24s} {gflops:8.1f} {ips:7.2f} "
                   f"{gflops / limit[precision]:8.2f}", flush=True)
+    small_networks(limit, args.repeats)
     print("torch.compile, padded U-Net (same, BN) 512x512 batch 4, channels-last (compilation not timed):")
     padded = UNet(1, 2, base_channels=args.width, padding="same", batch_norm=True)
     for precision in ("fp32", "bf16"):
