@@ -27,6 +27,7 @@ WIDTHS = (16, 24, 32, 48)
 MAX_CHANNELS = 256
 REPEATS_FOR_HEAVY_AUGMENT = 30  # image-equivalents seen per training image before deformations pay off
 VALIDATION_SHARE = 0.10  # of the budget spent on validation passes during training
+TTA_SHARE = 0.05  # of the budget that judging flip TTA after training may take
 CPU_CROP, GPU_CROP = 256, 512
 LIGHT_AUGMENT = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "VerticalFlip", "p": 0.5},
                  {"__class_fullname__": "RandomRotate90", "p": 0.5},
@@ -119,14 +120,11 @@ def shape_choices(plan: Plan) -> None:
 
 def recipe_choices(plan: Plan) -> None:
     """Loss, optimizer and the choices made after training on the validation images."""
-    binary = len(plan.fingerprint.classes) == 2
     plan.add("loss.terms", [{"name": "ce"}, {"name": "dice"}], "cross-entropy + Dice (nnU-Net's loss): pixels and "
              "the overlap of small classes both count")
     plan.add("optim.name", "adam", "Adam: fastest from scratch on short budgets")
     plan.add("optim.lr", 1e-3, "the usual Adam rate for U-Nets from scratch")
     plan.add("optim.schedule", "cosine", "annealed to 0 by the end of the budget")
-    choose = ["threshold", "min_object", "tta"] if binary else ["tta"]
-    plan.add("train.choose", choose, "decided on the validation images after training, never on test")
     plan.add("train.monitor", "miou", "best.pt = the validation with the highest mIoU")
     plan.add("infer.tta", "none", "unless train.choose finds that flips pay")
 
@@ -165,7 +163,7 @@ def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load
     """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings."""
     batch, crop = cfg.data.batch_size, cfg.data.crop_size
     minutes = plan.minutes
-    choice_seconds = 5 * val_seconds  # after training: one pass for threshold and small objects, four for flips
+    _, choice_seconds = _choices(plan, val_seconds)
     train_seconds = max(30.0, 60 * minutes - planning - choice_seconds)
     steps = {w: (train_seconds * (1 - VALIDATION_SHARE)) / (t + batch * load) for w, t in width_steps.items()}
     fitting = [w for w in WIDTHS if steps[w] >= MIN_STEPS]
@@ -192,6 +190,23 @@ def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load
                  "and brightness; deformations would slow learning more than they regularize")
     plan.facts.append(f"measured: {width_steps[width]:.3f}s per training step (base {width}), "
                       f"{load * 1000:.0f} ms per sample read, validation ~{val_seconds:.1f}s")
+
+
+def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
+    """What to choose on the validation images after training, and the seconds that costs: one pass for the
+    threshold and object size (binary), four more for judging flips, unless that would take over 5% of the
+    budget (a model that needs so long to judge its TTA would need 4x as long for every prediction)."""
+    binary = len(plan.fingerprint.classes) == 2
+    choose = ["threshold", "min_object"] if binary else []
+    seconds = val_seconds if binary else 0.0
+    if 4 * val_seconds <= TTA_SHARE * 60 * plan.minutes:
+        choose.append("tta")
+        seconds += 4 * val_seconds
+        why = f"flips judged in ~{4 * val_seconds:.0f}s"
+    else:
+        why = f"flips not judged: {4 * val_seconds:.0f}s would exceed {TTA_SHARE:.0%} of the budget"
+    plan.add("train.choose", choose, f"decided on the validation images after training, never on test; {why}")
+    return choose, seconds
 
 
 def _formats(device: torch.device) -> list[tuple[str, bool]]:
