@@ -104,12 +104,16 @@ def folder_view(dataset: Dataset, where: Path) -> Path:
 
 def score(dataset: Dataset, predictions: list[np.ndarray]) -> dict:
     """Scores of (H, W) class maps, one per test image in order, against the test ground truth."""
-    confusion = ConfusionMatrix(len(dataset.classes), ignore_index=IGNORE)
+    names = dataset.classes + ["(other)"]  # a prediction of a class the benchmark does not score, e.g. void
+    confusion = ConfusionMatrix(len(names), ignore_index=IGNORE)
     truths = [dataset.truth(m, "test") for m in dataset.test.masks]
     for pred, truth in zip(predictions, truths, strict=True):
-        confusion.update(torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth))
-    result = scores(confusion.matrix, dataset.classes)
-    out: dict = {"miou": result["miou"], "iou": {name: c["iou"] for name, c in result["per_class"].items()}}
+        pred = np.minimum(pred.astype(np.int64), len(dataset.classes))
+        confusion.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    result = scores(confusion.matrix, names)
+    iou = {name: result["per_class"][name]["iou"] for name in dataset.classes}
+    known = [v for v in iou.values() if v is not None]
+    out: dict = {"miou": sum(known) / len(known), "iou": iou}
     if len(dataset.classes) == 2:
         fg = result["per_class"][dataset.classes[1]]
         out.update(dice=fg["dice"], fg_iou=fg["iou"])

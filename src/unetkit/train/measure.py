@@ -19,6 +19,7 @@ from unetkit.data.dataset import FolderDataset, Pair
 from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import train_transform
 from unetkit.infer.inference import model_predictor
+from unetkit.infer.predictor import configure_speed
 from unetkit.losses import build_loss
 from unetkit.models.build import build_model
 from unetkit.train.loop import StepOptions, train_one_epoch
@@ -79,8 +80,6 @@ def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: 
 def time_inference(cfg: Config, device: torch.device, size: int = 512) -> float:
     """Seconds per megapixel of validation inference (eval mode, batch norm folded, `infer` precision and
     memory format), from one warm-up and two timed passes of a `size` x `size` image."""
-    from unetkit.infer.predictor import configure_speed
-
     model = build_model(cfg.model, cfg.data.channels, 1 if cfg.loss.binary else cfg.data.num_classes,
                         pretrained=False).to(device)
     predictor = model_predictor(model, device)

@@ -12,7 +12,6 @@ DATA is a folder with `train/images` + `train/masks` (or `images` + `masks`), op
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -139,7 +138,3 @@ def planning_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UnetkitError(f"--device {name}: no CUDA GPU is visible here; plan for cpu")
     return name
-
-
-def ceil_to(value: float, multiple: int) -> int:
-    return int(math.ceil(value / multiple) * multiple)
