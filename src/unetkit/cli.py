@@ -71,7 +71,8 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
     given stays None so the checkpoint's own setting applies (an unset `--em` / `--compile` is "not given")."""
     from unetkit.infer.inference import InferOptions
 
-    fields = {"tile": "tile", "overlap": "overlap", "tta": "tta", "threshold": "threshold", "em": "em_scores",
+    fields = {"tile": "tile", "overlap": "overlap", "tta": "tta", "threshold": "threshold",
+              "min_object_px": "min_object_px", "em": "em_scores",
               "precision": "precision", "channels_last": "channels_last", "compile": "compile"}
     given = {}
     for flag, field in fields.items():
@@ -340,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--threshold", type=float, metavar="P",
                            help="binary models: foreground where its probability exceeds P (default: the "
                                 "checkpoint's infer.threshold, 0.5 = arg-max)")
+            p.add_argument("--min-object-px", type=int, metavar="N",
+                           help="binary models: drop foreground regions under N pixels (default: the checkpoint's "
+                                "infer.min_object_px, 0 = keep all)")
     return parser
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from unetkit.checkpoint import load_checkpoint
 from unetkit.config import Config, MaskConfig, config_from_dict, load_config
@@ -122,6 +123,7 @@ def test_every_choice_printed_is_what_evaluate_gives(tiny_config: Path, capsys: 
     report = evaluate(run.run_dir / "best.pt", split="val", progress=False)
     iou = report["per_class"]["foreground"]["iou"]
     assert report["threshold"] == saved["threshold"] and report["tta"] == saved["tta"]
+    assert report["min_object_px"] == saved["min_object_px"]
     if saved["tta"] == "flips":
         assert f"TTA flips: foreground IoU {iou:.4f}" in printed
     else:
@@ -129,3 +131,15 @@ def test_every_choice_printed_is_what_evaluate_gives(tiny_config: Path, capsys: 
     on_disk = yaml.safe_load((run.run_dir / "config.yaml").read_text())["infer"]
     assert {k: on_disk[k] for k in ("threshold", "min_object_px", "tta")} == {
         k: saved[k] for k in ("threshold", "min_object_px", "tta")}
+
+
+def test_small_objects_are_removed_in_predict(tiny_checkpoint: Path, tiny_dataset: Path, tmp_path: Path) -> None:
+    from unetkit.infer.inference import InferOptions
+    from unetkit.infer.predict import predict
+
+    kept = predict(tiny_checkpoint, [tiny_dataset / "images"], tmp_path / "all", progress=False,
+                   options=InferOptions(threshold=0.05))  # an untrained network: foreground almost everywhere
+    dropped = predict(tiny_checkpoint, [tiny_dataset / "images"], tmp_path / "none", progress=False,
+                      options=InferOptions(threshold=0.05, min_object_px=10**6))  # larger than any image
+    assert any(np.asarray(Image.open(p)).any() for p in kept)
+    assert not any(np.asarray(Image.open(p)).any() for p in dropped)

@@ -104,7 +104,8 @@ def evaluate(
         if scored.em is not None:
             report["em_scores"] = scored.em.result().as_dict()
         report.update(loss=scored.loss, checkpoint=str(checkpoint), data=str(data) if data else name,
-                      images=len(pairs), tta=infer.tta, threshold=infer.threshold, confusion_matrix=matrix.tolist())
+                      images=len(pairs), tta=infer.tta, threshold=infer.threshold, min_object_px=infer.min_object_px,
+                      confusion_matrix=matrix.tolist())
         out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
         report["json"] = str(out)
         if world.main:  # rank 0 writes the report

@@ -71,6 +71,7 @@ class InferOptions:
     tta: str | None = None
     batch_size: int | None = None
     threshold: float | None = None
+    min_object_px: int | None = None
     em_scores: bool | None = None
     precision: str | None = None
     channels_last: bool | None = None
