@@ -110,6 +110,32 @@ def table(minutes: float | None) -> str:
     return "\n".join(lines)
 
 
+PRIMARY = {"isbi2012": "pixel_error", "kvasir_seg": "dice", "sandstone": "miou", "camvid": "miou"}
+
+
+def curves() -> str:
+    """Per dataset: unetkit's primary score at each budget measured, the best peer's 10-minute score, and the
+    fewest minutes measured at which unetkit reaches it."""
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("budget-*.json"))]
+    lines = []
+    for name in DATASETS:
+        key = PRIMARY[name]
+        better = (lambda a, b: a <= b) if key in LOWER_IS_BETTER else (lambda a, b: a >= b)
+        peers = [r for r in rows if r["dataset"] == name and r["method"] != "unetkit" and r["minutes"] == 10]
+        ours = sorted((r for r in rows if r["dataset"] == name and r["method"] == "unetkit"),
+                      key=lambda r: r["minutes"])
+        if not peers or not ours:
+            continue
+        pick = min if key in LOWER_IS_BETTER else max
+        best = pick(peers, key=lambda r: r["scores"][key])
+        reach = next((r["minutes"] for r in ours if better(r["scores"][key], best["scores"][key])), None)
+        shown = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in ours)
+        lines.append(f"{name}: {key}: unetkit {shown}; best peer {best['method']} 10 min {best['scores'][key]:.4f}; "
+                     + (f"unetkit reaches it at {reach:g} min" if reach is not None
+                        else "unetkit does not reach it in the budgets measured"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -123,6 +149,7 @@ def main() -> None:
             for method in args.methods:
                 run_one(name, method, args.minutes, Path(args.work) / f"{args.minutes:g}min")
     print(table(None if args.table else args.minutes))
+    print(curves())
 
 
 if __name__ == "__main__":
