@@ -57,6 +57,10 @@ def _train(args: argparse.Namespace) -> None:
     print(f"run folder: {result.run_dir}")
     best = result.run_dir / "best.pt"
     print(f"best epoch {result.best_epoch}: {cfg.train.monitor} {result.best_score:.4f} -> {best}")
+    if result.chosen_scores is not None:
+        from unetkit.metrics import headline
+
+        print(f"with the settings chosen on the validation images: {headline(result.chosen_scores, 'val ')}")
     print("next:\n" + "\n".join(f"  {command}" for command in next_commands(result.run_dir)))
 
 

@@ -124,6 +124,10 @@ def test_every_choice_printed_is_what_evaluate_gives(tiny_config: Path, capsys: 
     iou = report["per_class"]["foreground"]["iou"]
     assert report["threshold"] == saved["threshold"] and report["tta"] == saved["tta"]
     assert report["min_object_px"] == saved["min_object_px"]
+    from unetkit.metrics import headline
+
+    assert f"best.pt after these choices: {headline(report, 'val ')}" in printed
+    assert run.chosen_scores is not None and run.chosen_scores["miou"] == report["miou"]
     if saved["tta"] == "flips":
         assert f"TTA flips: foreground IoU {iou:.4f}" in printed
     else:

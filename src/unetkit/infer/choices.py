@@ -103,9 +103,10 @@ def choose_object_size(held: Sequence[Held], threshold: float, class_names: list
 
 
 def choose_inference(checkpoint_path: str, pairs: Sequence[Pair], codec: MaskCodec, choose: Sequence[str],
-                     progress: bool = False) -> tuple[dict[str, object], list[str]]:
+                     progress: bool = False) -> tuple[dict[str, object], list[str], dict]:
     """Make the `train.choose` choices with the checkpoint's weights on `pairs` (the validation images), store
-    them in the checkpoint's config, and return the chosen `infer` values with one reason per choice."""
+    them in the checkpoint's config, and return the chosen `infer` values, one reason per choice, and the
+    validation scores at the chosen settings (what `evaluate CKPT --split val` reports)."""
     checkpoint = load_checkpoint(checkpoint_path)
     model, cfg = model_from_checkpoint(checkpoint, str(checkpoint_path))
     predictor = model_predictor(model, resolve_device(cfg.train.device))
@@ -125,13 +126,15 @@ def choose_inference(checkpoint_path: str, pairs: Sequence[Pair], codec: MaskCod
         size, reason = choose_object_size(held, infer.threshold, names)
         infer = infer.model_copy(update={"min_object_px": size})
         reasons.append(reason)
+    final = score_held(held, infer.threshold, infer.min_object_px, names) if len(kept) == len(pairs) else None
     if "tta" in choose:
-        infer, reason = _choose_tta(predictor, cfg, infer, held, pairs, codec, progress)
+        infer, reason, flipped = _choose_tta(predictor, cfg, infer, held, pairs, codec, progress)
+        final = flipped if infer.tta == "flips" else final
         reasons.append(reason)
     chosen = {"threshold": infer.threshold, "min_object_px": infer.min_object_px, "tta": infer.tta}
     checkpoint["config"]["infer"].update(chosen)
     save_checkpoint(checkpoint, checkpoint_path)
-    return chosen, reasons
+    return chosen, reasons, final
 
 
 def _within_memory(pairs: Sequence[Pair], num_classes: int) -> list[Pair]:
@@ -147,15 +150,19 @@ def _within_memory(pairs: Sequence[Pair], num_classes: int) -> list[Pair]:
 
 
 def _choose_tta(predictor: object, cfg: Config, infer: InferConfig, held: Sequence[Held], pairs: Sequence[Pair],
-                codec: MaskCodec, progress: bool) -> tuple[InferConfig, str]:
-    """Flips when they raise the validation score by at least TTA_GAIN at the settings chosen so far."""
+                codec: MaskCodec, progress: bool) -> tuple[InferConfig, str, dict]:
+    """Flips when they raise the validation score by at least TTA_GAIN at the settings chosen so far; returns
+    the settings, why, and the scores with flips."""
     names = cfg.data.classes
     plain = headline_score(score_held(held, infer.threshold, infer.min_object_px, names), names)
     flipped_infer = infer.model_copy(update={"tta": "flips"})
     scored = score_pairs(open_inference(predictor, cfg, flipped_infer), pairs, codec, cfg.data.channels,
                          progress=progress, desc="choices (flips)")
-    flipped = headline_score(scores(scored.confusion.matrix, names), names)
+    with_flips = scores(scored.confusion.matrix, names)
+    flipped = headline_score(with_flips, names)
     what = "foreground IoU" if len(names) == 2 else "mIoU"
     if flipped - plain >= TTA_GAIN:
-        return flipped_infer, f"TTA flips: {what} {flipped:.4f} against {plain:.4f} without, for 4x the time"
-    return infer, f"no TTA: flips give {what} {flipped:.4f} against {plain:.4f} without, not worth 4x the time"
+        return (flipped_infer, f"TTA flips: {what} {flipped:.4f} against {plain:.4f} without, for 4x the time",
+                with_flips)
+    return (infer, f"no TTA: flips give {what} {flipped:.4f} against {plain:.4f} without, not worth 4x the time",
+            with_flips)

@@ -61,6 +61,7 @@ class RunResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, Any]]
+    chosen_scores: dict[str, Any] | None = None  # validation scores of best.pt after `train.choose`
 
 
 @dataclass
@@ -155,22 +156,32 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
         set_rng_state(checkpoint["rng"])
     run.net = parallel(model, cfg, world, device)
     val, val_scores = fit(run, state)
-    if world.main and cfg.train.choose and (run_dir / "best.pt").is_file():
-        chosen, reasons = choose_inference(str(run_dir / "best.pt"), data.val_pairs, data.codec, cfg.train.choose,
-                                           show)
-        cfg.infer = cfg.infer.model_copy(update=chosen)
-        for reason in reasons:
-            say(reason)
-        say(f"stored in {run_dir / 'best.pt'} and config.yaml")
-        with writing(run_dir / "config.yaml"):
-            save_config(cfg, run_dir / "config.yaml")
+    chosen = make_choices(run, data) if world.main and cfg.train.choose and (run_dir / "best.pt").is_file() else None
     if world.main:
         summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
                    "epochs": len(state.history), "seconds": round(sum(row["seconds"] for row in state.history), 2),
                    "best": state.best_scores, "threshold": cfg.infer.threshold,
-                   "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta}
+                   "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta,
+                   "after_choices": None if chosen is None else best_summary(chosen, None)}
         write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary)
-    return RunResult(run_dir, state.best_epoch, state.best, state.history)
+    return RunResult(run_dir, state.best_epoch, state.best, state.history, chosen)
+
+
+def make_choices(run: Run, data: RunData) -> dict[str, Any] | None:
+    """`train.choose` on the validation images with best.pt, stored in best.pt and config.yaml; returns best.pt's
+    validation scores at the chosen settings (None when they were judged on part of the images only)."""
+    cfg, run_dir = run.cfg, run.run_dir
+    chosen, reasons, final = choose_inference(str(run_dir / "best.pt"), data.val_pairs, data.codec, cfg.train.choose,
+                                              run.show)
+    cfg.infer = cfg.infer.model_copy(update=chosen)
+    for reason in reasons:
+        run.say(reason)
+    if final is not None:
+        run.say(f"best.pt after these choices: {headline(final, 'val ')} (what evaluate --split val reports)")
+    run.say(f"stored in {run_dir / 'best.pt'} and config.yaml")
+    with writing(run_dir / "config.yaml"):
+        save_config(cfg, run_dir / "config.yaml")
+    return final
 
 
 def restore(run: Run, checkpoint: dict[str, Any] | None, resume: str | Path | None) -> RunState:
