@@ -53,6 +53,7 @@ class Fingerprint:
     classes: list[ClassFacts]
     median_size: tuple[int, int]  # (height, width)
     min_side: int
+    max_side: int  # the longest side of any image read
     bits: int  # 8 or 16 (or 32 for float data)
     mean: list[float]  # per channel, dataset statistics on [0, 1] intensities
     std: list[float]
@@ -143,8 +144,8 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
     return Fingerprint(str(folder), len(pairs), channels, suggestion["mask"], facts,
                        (int(np.median(heights)), int(np.median(widths))), int(min(heights.min(), widths.min())),
-                       _bits(report["image_modes"]), _round(mean), _round(std), _round(s_mean), _round(s_std),
-                       spread, ratio, list(suggestion["notes"]))
+                       int(max(heights.max(), widths.max())), _bits(report["image_modes"]), _round(mean),
+                       _round(std), _round(s_mean), _round(s_std), spread, ratio, list(suggestion["notes"]))
 
 
 def _class_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:

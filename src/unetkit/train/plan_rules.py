@@ -29,6 +29,7 @@ REPEATS_FOR_HEAVY_AUGMENT = 30  # image-equivalents seen per training image befo
 VALIDATION_SHARE = 0.10  # of the budget spent on validation passes during training
 TTA_SHARE = 0.05  # of the budget that judging flip TTA after training may take
 CPU_CROP, GPU_CROP = 256, 512
+WHOLE_CPU, WHOLE_GPU = 1024, 2048  # longest image side predicted in one pass
 LIGHT_AUGMENT = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "VerticalFlip", "p": 0.5},
                  {"__class_fullname__": "RandomRotate90", "p": 0.5},
                  {"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": 0.15, "contrast_limit": 0.15,
@@ -112,6 +113,13 @@ def shape_choices(plan: Plan) -> None:
         depth = max(d for d in range(3, 7) if crop >> d >= 8)
     plan.add("model.depth", depth, f"typical object ~{scale:.0f} px: receptive field {receptive_field(depth)} px "
              f">= 2x that (capped by the crop {crop}), bottleneck {crop >> depth} px")
+    whole = WHOLE_GPU if plan.device.startswith("cuda") else WHOLE_CPU
+    if fp.max_side <= whole:
+        tile = -(-fp.max_side // 64) * 64
+        plan.add("infer.tile", tile, f"every image (longest side {fp.max_side} px) goes through in one pass: no tile "
+                 "overlap to compute twice")
+    else:
+        plan.add("infer.tile", 512, f"images up to {fp.max_side} px are predicted in overlapping 512 px tiles")
     plan.add("model.name", "unet", "the U-Net")
     plan.add("model.padding", "same", "padded convolutions: every crop pixel is trained, any image size predicted")
     plan.add("model.batch_norm", True, "batch norm with >= 4 samples per batch trains fastest from scratch")
