@@ -27,6 +27,7 @@ WIDTHS = (16, 24, 32, 48)
 MAX_CHANNELS = 256
 REPEATS_FOR_HEAVY_AUGMENT = 30  # image-equivalents seen per training image before deformations pay off
 VALIDATION_SHARE = 0.10  # of the budget spent on validation passes during training
+MIN_VAL = 20  # images held out at least, when the split is cut for time
 TTA_SHARE = 0.05  # of the budget that judging flip TTA after training may take
 CPU_CROP, GPU_CROP = 256, 512
 WHOLE_CPU, WHOLE_GPU = 1024, 2048  # longest image side predicted in one pass
@@ -161,8 +162,9 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     width_steps = {32: fastest}
     for width in (w for w in WIDTHS if w != 32):
         width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
+    val_seconds, train_images = _cut_validation(plan, val_seconds, len(pairs), len(val))
     scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
-    _budget_choices(plan, base, width_steps, load, val_seconds, len(pairs), time.perf_counter() - began + scan)
+    _budget_choices(plan, base, width_steps, load, val_seconds, train_images, time.perf_counter() - began + scan)
 
 
 def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load: float, val_seconds: float,
@@ -198,6 +200,20 @@ def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load
                  "and brightness; deformations would slow learning more than they regularize")
     plan.facts.append(f"measured: {width_steps[width]:.3f}s per training step (base {width}), "
                       f"{load * 1000:.0f} ms per sample read, validation ~{val_seconds:.1f}s")
+
+
+def _cut_validation(plan: Plan, val_seconds: float, train_images: int, val_images: int) -> tuple[float, int]:
+    """Hold out fewer images (never under MIN_VAL) when two validations of the split would take more than
+    VALIDATION_SHARE of the budget; a given val/ folder is kept whole. Returns the seconds of one validation
+    and the number of training images."""
+    limit = VALIDATION_SHARE * 60 * plan.minutes / 2
+    if plan.layout.val or val_seconds <= limit or val_images <= MIN_VAL:
+        return val_seconds, train_images
+    keep = max(MIN_VAL, int(val_images * limit / val_seconds))
+    fraction = round(keep / (train_images + val_images), 4)
+    plan.add("data.val_fraction", fraction, f"{keep} images held out for validation: all {val_images} would take "
+             f"~{val_seconds:.0f}s per validation, over {VALIDATION_SHARE:.0%} of the budget for two")
+    return val_seconds * keep / val_images, train_images + val_images - keep
 
 
 def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
