@@ -124,3 +124,12 @@ def test_train_data_plans_trains_and_chooses_on_validation(tmp_path: Path, capsy
     assert yaml.safe_load((run / "config.yaml").read_text())["infer"]["min_object_px"] == \
         saved["infer"]["min_object_px"]
     assert "threshold" in out and "TTA" in out  # each choice printed with its reason
+
+
+def test_a_slow_validation_split_is_cut_but_a_val_folder_is_kept(tmp_path: Path, fast_timing: dict) -> None:
+    write_tiny_dataset(tmp_path / "d" / "train", count=150)  # 30 images held out by the default 20%
+    fast_timing["per_mpx"] = 400.0  # ~0.4 s per 32x32 image: 12 s per validation, over 10% of a minute for two
+    plan = make_plan(tmp_path / "d", 1, "cpu", say=_silent)
+    assert plan.value("data.val_fraction") == pytest.approx(plan_rules.MIN_VAL / 150, abs=1e-3)
+    write_tiny_dataset(tmp_path / "d" / "val", count=30)
+    assert "data.val_fraction" not in {c.key for c in make_plan(tmp_path / "d", 1, "cpu", say=_silent).choices}
