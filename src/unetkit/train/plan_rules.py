@@ -139,48 +139,65 @@ def recipe_choices(plan: Plan) -> None:
 
 
 def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> None:
-    """Precision, memory format and width timed on this machine; batch, epochs and validation from the time."""
+    """Precision, memory format and width timed on this machine; batch, epochs and validation from the time.
+    Formats are timed on the narrowest network; wider ones are timed only while the previous width still gets
+    MIN_STEPS steps in the budget (a wider one could not), so planning stays a small part of short budgets."""
     device = torch.device(plan.device)
-    base = config_from_dict(plan.tree(), "plan")
     plan.add("data.batch_size", 4, "the smallest batch that keeps batch-norm statistics stable")
-    base = _with(base, {"data": {"batch_size": 4}, "model": {"base_channels": 32}})
+    base = _with(config_from_dict(plan.tree(), "plan"), {"model": {"base_channels": WIDTHS[0]}})
     say("timing training steps on this machine ...")
-    timed = {}
-    for precision, channels_last in _formats(device):
-        cfg = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
-        timed[(precision, channels_last)] = time_training_step(cfg, device)
+    timed = {(precision, channels_last): time_training_step(_with(base, {"train": {
+        "precision": precision, "channels_last": channels_last}}), device) for precision, channels_last in
+        _formats(device)}
     (precision, channels_last), fastest = min(timed.items(), key=lambda kv: kv[1])
     table = ", ".join(f"{p}{' NHWC' if c else ''} {t:.2f}s" for (p, c), t in timed.items())
-    plan.add("train.precision", precision, f"fastest training step measured here ({table} per step, base 32)")
+    plan.add("train.precision", precision, f"fastest training step measured here ({table} per step, base "
+             f"{WIDTHS[0]})")
     plan.add("train.channels_last", channels_last, "measured with the precision above")
     base = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
     pairs, val = dataset_pairs(base.data)
-    codec = MaskCodec(base.data.mask, base.data.num_classes)
-    load = time_loading(base, pairs[:8], codec)
-    per_mpx = time_inference(base, device)
-    val_seconds = sum(_pixels(p) for p in val) / 1e6 * per_mpx + len(val) * load
-    width_steps = {32: fastest}
-    for width in (w for w in WIDTHS if w != 32):
-        width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
+    load = time_loading(base, pairs[:8], MaskCodec(base.data.mask, base.data.num_classes))
+    val_seconds = sum(_pixels(p) for p in val) / 1e6 * time_inference(base, device) + len(val) * load
     val_seconds, train_images = _cut_validation(plan, val_seconds, len(pairs), len(val))
     scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
+    width_steps = {WIDTHS[0]: fastest}
+    for width in WIDTHS[1:]:
+        seconds = _train_seconds(plan, val_seconds * width_steps[max(width_steps)] / fastest,
+                                 time.perf_counter() - began + scan)
+        if _steps(seconds, width_steps[max(width_steps)], base.data.batch_size, load) < MIN_STEPS:
+            break
+        width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
     _budget_choices(plan, base, width_steps, load, val_seconds, train_images, time.perf_counter() - began + scan)
+
+
+def _steps(train_seconds: float, step: float, batch: int, load: float) -> float:
+    """Optimizer steps in `train_seconds`, validation's share set aside; each step also waits for its batch."""
+    return train_seconds * (1 - VALIDATION_SHARE) / (step + batch * load)
+
+
+def _train_seconds(plan: Plan, val_seconds: float, planning: float) -> float:
+    """The budget left for training (at least 30 s): the minutes less planning and the choices after training."""
+    return max(30.0, 60 * plan.minutes - planning - _choices(plan, val_seconds)[1])
 
 
 def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load: float, val_seconds: float,
                     train_images: int, planning: float) -> None:
-    """`planning`: seconds spent before training starts (this plan, then reading every pair once)."""
-    """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings."""
+    """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings;
+    `val_seconds` is one validation with the narrowest network (wider ones take longer in proportion) and
+    `planning` the seconds spent before training starts (this plan, then reading every pair once)."""
     batch, crop = cfg.data.batch_size, cfg.data.crop_size
-    minutes = plan.minutes
-    _, choice_seconds = _choices(plan, val_seconds)
-    train_seconds = max(30.0, 60 * minutes - planning - choice_seconds)
-    steps = {w: (train_seconds * (1 - VALIDATION_SHARE)) / (t + batch * load) for w, t in width_steps.items()}
-    fitting = [w for w in WIDTHS if steps[w] >= MIN_STEPS]
-    width = max(fitting) if fitting else min(WIDTHS)
-    shown = ", ".join(f"{w}: {steps[w]:.0f}" for w in WIDTHS)
+    narrowest = width_steps[WIDTHS[0]]
+    steps = {w: _steps(_train_seconds(plan, val_seconds * t / narrowest, planning), t, batch, load)
+             for w, t in width_steps.items()}
+    fitting = [w for w in width_steps if steps[w] >= MIN_STEPS]
+    width = max(fitting) if fitting else WIDTHS[0]
+    shown = ", ".join(f"{w}: {steps[w]:.0f}" for w in width_steps)
+    untimed = [w for w in WIDTHS if w not in width_steps]
     plan.add("model.base_channels", width, f"the widest whose steps in the budget reach {MIN_STEPS} (steps by "
-             f"width: {shown}; {width_steps[width]:.2f}s + {batch}x{load:.3f}s loading per step measured)")
+             f"width: {shown}{'; wider not timed' if untimed else ''}; {width_steps[width]:.2f}s + {batch}x"
+             f"{load:.3f}s loading per step measured)")
+    val_seconds *= width_steps[width] / narrowest
+    train_seconds = _train_seconds(plan, val_seconds, planning)  # also sets train.choose for this width
     total = steps[width]
     validations = int(max(2, min(10, VALIDATION_SHARE * train_seconds / max(val_seconds, 1e-3))))
     per_epoch = total / validations
@@ -188,7 +205,8 @@ def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load
     plan.add("data.crops_per_image", crops, f"~{total:.0f} steps in {validations} epochs, each validated "
              f"(~{val_seconds:.0f}s per validation)")
     plan.add("train.epochs", 2 * validations, "an upper bound: the time budget ends the run, annealed")
-    plan.add("train.max_minutes", round(train_seconds / 60, 2), f"{minutes:g} min less planning and reading "
+    choice_seconds = 60 * plan.minutes - planning - train_seconds
+    plan.add("train.max_minutes", round(train_seconds / 60, 2), f"{plan.minutes:g} min less planning and reading "
              f"the data ({planning:.0f}s) and the choices after training ({choice_seconds:.0f}s)")
     height, width_px = plan.fingerprint.median_size
     repeats = total * batch * crop * crop / max(1.0, train_images * height * width_px)
