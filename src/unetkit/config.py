@@ -98,6 +98,9 @@ class DataConfig(Strict):
     # share of training crops placed on a pixel of a class other than `background_class` (sparse objects
     # would otherwise be missed by most random crops); 0 = every crop uniformly random
     foreground_crops: float = Field(0.0, ge=0.0, le=1.0)
+    # train and predict at this fraction of the resolution (objects much larger than a crop); predictions and
+    # scores stay at the original size
+    scale: float = Field(1.0, gt=0.0, le=1.0)
     background_class: int = Field(0, ge=0)
 
     @property
@@ -282,6 +285,8 @@ class Config(Strict):
             raise ValueError(f"data.mask.encoding 'binary' needs 2 classes, data.classes has {n}")
         if any(t.name == "weighted_ce" for t in self.loss.terms) and self.data.weight_map is None:
             raise ValueError("loss term `weighted_ce` needs data.weight_map, e.g. {object_classes: [1]}")
+        if self.data.weight_map is not None and self.data.scale != 1.0:
+            raise ValueError("data.weight_map works at the original resolution only; set data.scale to 1")
         if self.data.weight_map is not None and any(c >= n for c in self.data.weight_map.object_classes):
             raise ValueError(f"data.weight_map.object_classes must be class indices below {n}")
         if self.infer.em_scores and n != 2:

@@ -133,3 +133,34 @@ def test_a_slow_validation_split_is_cut_but_a_val_folder_is_kept(tmp_path: Path,
     assert plan.value("data.val_fraction") == pytest.approx(plan_rules.MIN_VAL / 150, abs=1e-3)
     write_tiny_dataset(tmp_path / "d" / "val", count=30)
     assert "data.val_fraction" not in {c.key for c in make_plan(tmp_path / "d", 1, "cpu", say=_silent).choices}
+
+
+def _shapes(root: Path, draw) -> None:  # noqa: ANN001 - draw(mask) paints the objects
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        mask = np.zeros((600, 600), np.uint8)
+        draw(mask, rng)
+        image = np.where(mask > 0, 190, 60) + rng.integers(-10, 11, mask.shape)
+        Image.fromarray(image.astype(np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+
+
+def test_large_thick_objects_are_trained_at_a_lower_resolution_thin_ones_are_not(tmp_path: Path,
+                                                                                  fast_timing: dict) -> None:
+    yy, xx = np.mgrid[:600, :600]
+
+    def disc(mask: np.ndarray, rng: np.random.Generator) -> None:  # one object of ~400 px diameter
+        mask[(yy - 300) ** 2 + (xx - 300) ** 2 <= 200 ** 2] = 255
+
+    def grid(mask: np.ndarray, rng: np.random.Generator) -> None:  # a 3 px wide network spanning the image
+        mask[:, ::60] = mask[:, 1::60] = mask[:, 2::60] = 255
+        mask[::60] = mask[1::60] = mask[2::60] = 255
+
+    _shapes(tmp_path / "disc", disc)
+    _shapes(tmp_path / "grid", grid)
+    large = make_plan(tmp_path / "disc", 5, "cpu", say=_silent)
+    assert large.value("data.scale") == pytest.approx(128 / 401, abs=0.01)  # the disc fills half a 256 crop
+    assert large.value("data.crop_size") <= round(600 * large.value("data.scale"))
+    assert make_plan(tmp_path / "grid", 5, "cpu", say=_silent).value("data.scale") == 1.0

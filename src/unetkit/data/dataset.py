@@ -21,6 +21,7 @@ from unetkit.data.class_weights import ClassPixelCounts
 from unetkit.data.intensity import stretch_whole
 from unetkit.data.io import list_images, read_image, read_raw
 from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
+from unetkit.data.resample import shrink_image, shrink_mask
 from unetkit.data.sampler import seed_pipeline
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
@@ -161,7 +162,8 @@ class FolderDataset(Dataset):
     IGNORE_INDEX for ignored pixels, and with `weights` given, `weight` (H, W) float32: the paper's border
     weight map, computed once per mask and transformed with it. With `repeats > 1` each image is visited
     that many times per epoch, which is how several random crops per image are drawn. `per_image` stretches
-    each whole image by its own intensity range before the transform (`data.normalize: image`).
+    each whole image by its own intensity range before the transform (`data.normalize: image`); `scale` < 1
+    shrinks image and mask first (`data.scale`).
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class FolderDataset(Dataset):
         repeats: int = 1,
         weights: WeightMapCache | None = None,
         per_image: bool = False,
+        scale: float = 1.0,
     ) -> None:
         if pairs is None:
             if images_dir is None or masks_dir is None:
@@ -188,6 +191,7 @@ class FolderDataset(Dataset):
         self.repeats = repeats
         self.weights = weights
         self.per_image = per_image
+        self.scale = scale
 
     def __len__(self) -> int:
         return len(self.pairs) * self.repeats
@@ -199,6 +203,7 @@ class FolderDataset(Dataset):
             index, seed = index
         pair = self.pairs[index % len(self.pairs)]
         image, mask = load_pair(pair, self.channels, self.codec)
+        image, mask = shrink_image(image, self.scale), shrink_mask(mask, self.scale)
         targets = {"image": stretch_whole(image) if self.per_image else image, "mask": mask}
         if self.weights is not None:
             targets["weight"] = self.weights.get(pair[1], mask)

@@ -5,7 +5,9 @@ the network's shape and the training recipe depend on (nnU-Net plans from the sa
 
 - image sizes (median and smallest side), channels, bit depth;
 - each class's share of the pixels, and its objects: 8-connected regions and their equivalent diameters
-  (the median weighted by area: the size of the object a typical pixel lies in, so specks do not dominate);
+  (the median weighted by area: the size of the object a typical pixel lies in, so specks do not dominate),
+  and its thickness (twice the median distance of its pixels to another class: a membrane network is one
+  huge region but only a few pixels thick);
 - intensities per image and across images: when image means differ by more than half the typical contrast
   within an image, or the contrast itself varies more than 2x, the acquisitions are mixed and each image should
   be stretched on its own (`data.normalize: image`); otherwise one dataset mean and std serve all.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 from skimage.measure import label, regionprops
 
 from unetkit.config import IGNORE_INDEX, MaskConfig
@@ -42,6 +45,7 @@ class ClassFacts:
     objects_per_image: float  # 8-connected regions
     diameter: float  # area-weighted median equivalent diameter of its regions, pixels (0 when absent)
     intensity: float  # mean image intensity (over channels, in [0, 1]) under the class
+    thickness: float  # median over the class's pixels of twice their distance to another class: how thin it is
 
 
 @dataclass
@@ -94,6 +98,14 @@ def _class_objects(mask: np.ndarray, cls: int) -> tuple[np.ndarray, np.ndarray]:
     return areas, np.sqrt(4 * areas / np.pi)
 
 
+def _inner_depth(mask: np.ndarray, cls: int, samples: int = 20_000) -> np.ndarray:
+    """Distances (pixels) from a strided sample of the class's pixels to the nearest pixel of another class;
+    the image border does not count as another class."""
+    inside = np.pad(mask == cls, 1, mode="edge")
+    depth = distance_transform_edt(inside)[1:-1, 1:-1][mask == cls]
+    return depth[:: max(1, depth.size // samples)]
+
+
 def _bits(modes: dict[str, int]) -> int:
     """The widest sample type among image modes such as "gray 8-bit", "RGB 16-bit", "gray float32"."""
     digits = [re.sub(r"\D", "", mode.split()[-1]) for mode in modes]
@@ -114,6 +126,7 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     counts = np.zeros(len(names), np.int64)
     sums = np.zeros(len(names), np.float64)
     areas: list[list[np.ndarray]] = [[] for _ in names]
+    depths: list[list[np.ndarray]] = [[] for _ in names]
     stats, stretched, sizes = [], [], []
     for pair in _sample(pairs, max_images):
         image, mask = load_pair(pair, channels, codec)
@@ -122,6 +135,7 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
         sums += _class_sums(mask, image, len(names))
         for cls in range(len(names)):
             areas[cls].append(_class_objects(mask, cls)[0])
+            depths[cls].append(_inner_depth(mask, cls))
         pixels = image.reshape(-1, channels)
         stats.append((pixels.mean(0), pixels.std(0), (pixels ** 2).mean(0)))
         flat = stretch_whole(image).reshape(-1, channels)
@@ -139,8 +153,10 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     facts = []
     for cls, name in enumerate(names):
         a = np.concatenate(areas[cls]) if areas[cls] else np.zeros(0)
+        d = np.concatenate(depths[cls]) if depths[cls] else np.zeros(0)
         facts.append(ClassFacts(name, float(counts[cls] / total), float(a.size / len(sizes)),
-                                _weighted_median(np.sqrt(4 * a / np.pi), a), float(sums[cls] / max(counts[cls], 1))))
+                                _weighted_median(np.sqrt(4 * a / np.pi), a), float(sums[cls] / max(counts[cls], 1)),
+                                float(2 * np.median(d)) if d.size else 0.0))
     heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
     return Fingerprint(str(folder), len(pairs), channels, suggestion["mask"], facts,
                        (int(np.median(heights)), int(np.median(widths))), int(min(heights.min(), widths.min())),
@@ -211,7 +227,7 @@ def describe(fp: Fingerprint) -> list[str]:
              f"masks: {fp.mask['encoding']} encoding, {len(fp.classes)} classes"]
     for c in fp.classes:
         lines.append(f"  {c.name}: {c.share:.1%} of pixels, {c.objects_per_image:.1f} regions per image, "
-                     f"typical region diameter {c.diameter:.0f} px")
+                     f"typical region diameter {c.diameter:.0f} px, thickness {c.thickness:.0f} px")
     lines.append(f"intensity: mean {fp.mean}, std {fp.std}; image means spread {fp.brightness_spread:.2f} x the "
                  f"typical contrast, contrast varies {fp.contrast_ratio:.2f}x between images")
     return lines

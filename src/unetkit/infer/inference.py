@@ -14,7 +14,7 @@ and the live model of a training run therefore give the same integers in every c
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from torch import nn
 
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint
 from unetkit.config import Config, DataConfig, InferConfig
-from unetkit.data.source import make_prepare
+from unetkit.data.resample import grow_probabilities, shrink_image
+from unetkit.data.source import make_prepare, to_unit
 from unetkit.errors import UnetkitError
 from unetkit.infer.cleanup import CLEAN_PIXELS, remove_small_objects
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
@@ -113,21 +114,36 @@ class Inference:
     def bands(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
         it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish.
-        With `infer.min_object_px` an image of up to 64 Mpx is cleaned of small objects as one piece."""
+        With `infer.min_object_px` an image of up to 64 Mpx is cleaned of small objects as one piece; with
+        `data.scale` < 1 the image is segmented at that scale and its probabilities resized back."""
         infer = self.infer
         height, width = image.shape[:2]
-        prepare = make_prepare(self.data, image)
-        if max(height, width) <= infer.tile:
-            probs = predict_whole(self.fn, prepare(np.asarray(image))[None])[0]  # (K, H, W)
+        if self.data.scale != 1.0:
+            pieces: Iterator[tuple[int, np.ndarray]] = iter([(0, self._reduced(image, probabilities))])
+        elif max(height, width) <= infer.tile:
+            probs = predict_whole(self.fn, make_prepare(self.data, image)(np.asarray(image))[None])[0]  # (K, H, W)
             if probabilities is not None:
                 probabilities[:] = probs.numpy().astype(probabilities.dtype)
-            pieces: Iterator[tuple[int, np.ndarray]] = iter([(0, classes_of(probs, infer.threshold).numpy()
-                                                             .astype(np.uint8))])
+            pieces = iter([(0, classes_of(probs, infer.threshold).numpy().astype(np.uint8))])
         else:
-            pieces = index_bands(self.fn, image, prepare, infer, probabilities=probabilities)
+            pieces = index_bands(self.fn, image, make_prepare(self.data, image), infer, probabilities=probabilities)
         if infer.min_object_px and height * width <= CLEAN_PIXELS:
             pieces = iter([(0, remove_small_objects(assemble(pieces, (height, width)), infer.min_object_px))])
         yield from pieces
+
+    def _reduced(self, image: np.ndarray, probabilities: np.ndarray | None) -> np.ndarray:
+        """(H, W) uint8 classes predicted at `data.scale`: the image shrunk, segmented as at full scale, and the
+        (K, h, w) probabilities resized back to (K, H, W) before the classes are taken."""
+        height, width = image.shape[:2]
+        small = shrink_image(to_unit(np.asarray(image), self.data.channels), self.data.scale)  # (h, w, C)
+        at_scale = replace(self, data=self.data.model_copy(update={"scale": 1.0}),
+                           infer=self.infer.model_copy(update={"min_object_px": 0}))
+        probs = np.empty((self.data.num_classes, *small.shape[:2]), np.float32)
+        at_scale.segment(small, probs)
+        full = grow_probabilities(torch.from_numpy(probs), height, width)  # (K, H, W)
+        if probabilities is not None:
+            probabilities[:] = full.numpy().astype(probabilities.dtype)
+        return classes_of(full, self.infer.threshold).numpy().astype(np.uint8)
 
     def segment(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:
         """(H, W[, C]) image -> (H, W) uint8 class indices (all of `bands`)."""

@@ -67,7 +67,8 @@ def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: 
     """Median seconds to read, crop and augment one training sample in this process (what a step waits for
     with `data.num_workers: 0`)."""
     dataset = FolderDataset(pairs=list(pairs), channels=cfg.data.channels, codec=codec,
-                            transform=train_transform(cfg.data), per_image=cfg.data.normalize == "image")
+                            transform=train_transform(cfg.data), per_image=cfg.data.normalize == "image",
+                            scale=cfg.data.scale)
     times = []
     for i in range(samples):
         began = time.perf_counter()

@@ -3,7 +3,6 @@ what the measured speed of this machine allows in the budget. Each rule adds `Ch
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ VALIDATION_SHARE = 0.10  # of the budget spent on validation passes during train
 MIN_VAL = 20  # images held out at least, when the split is cut for time
 TTA_SHARE = 0.05  # of the budget that judging flip TTA after training may take
 CPU_CROP, GPU_CROP = 256, 512
+MIN_SCALE, MIN_THICKNESS = 0.25, 8.0  # reduced resolution: at most 4x, and thin classes keep 8 px
 WHOLE_CPU, WHOLE_GPU = 1024, 2048  # longest image side predicted in one pass
 LIGHT_AUGMENT = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "VerticalFlip", "p": 0.5},
                  {"__class_fullname__": "RandomRotate90", "p": 0.5},
@@ -98,29 +98,55 @@ def _mask_reason(key: str, fp: Any) -> str:
     return "found in the masks"
 
 
-def shape_choices(plan: Plan) -> None:
-    """Crop from the image and object sizes, depth from the object size (receptive field), the padded U-Net."""
+def _scale(plan: Plan, cap: int) -> float:
+    """The resolution to train at: reduced when the typical object is wider than half the largest crop, so
+    one crop holds whole objects, but never so far that the thinnest class gets under MIN_THICKNESS pixels or
+    the images shrink below MIN_SCALE."""
     fp = plan.fingerprint
-    background = fp.background
-    scale = max(c.diameter for i, c in enumerate(fp.classes) if i != background)
+    objects = [c for i, c in enumerate(fp.classes) if i != fp.background]
+    extent = max(c.diameter for c in objects)
+    thinnest = min((c.thickness for c in objects if c.share > 0), default=0.0)
+    if extent <= cap / 2:
+        plan.add("data.scale", 1.0, f"full resolution: the typical object (~{extent:.0f} px) fits a crop twice over")
+        return 1.0
+    wanted = (cap / 2) / extent
+    floor = max(MIN_SCALE, min(1.0, MIN_THICKNESS / max(thinnest, 1e-6)))
+    scale = round(min(1.0, max(wanted, floor)), 2)
+    if scale == 1.0:
+        plan.add("data.scale", 1.0, f"full resolution: objects of ~{extent:.0f} px are wider than half a {cap} px "
+                 f"crop, but the thinnest class (~{thinnest:.0f} px thick) would fall under {MIN_THICKNESS:.0f} px")
+        return 1.0
+    plan.add("data.scale", scale, f"objects of ~{extent:.0f} px are wider than half a {cap} px crop: training and "
+             f"prediction at {scale:g}x (the thinnest class, ~{thinnest:.0f} px thick, keeps ~"
+             f"{thinnest * scale:.0f} px); masks and scores stay at full size")
+    return scale
+
+
+def shape_choices(plan: Plan) -> None:
+    """Resolution, crop and depth from the image and object sizes (depth: receptive field), the padded U-Net."""
+    fp = plan.fingerprint
     cap = GPU_CROP if plan.device.startswith("cuda") else CPU_CROP
-    crop = max(64, min(cap, 1 << int(math.log2(max(fp.min_side, 64)))))
+    scale = _scale(plan, cap)
+    extent = scale * max(c.diameter for i, c in enumerate(fp.classes) if i != fp.background)
+    min_side, max_side = round(fp.min_side * scale), round(fp.max_side * scale)
+    crop = max(64, min(cap, min_side // 32 * 32))
     where = "the smallest image side" if crop < cap else f"the {'GPU' if cap == GPU_CROP else 'CPU'} cap"
-    plan.add("data.crop_size", crop, f"{crop} px: bounded by {where} ({fp.min_side} px smallest side); larger "
-             "crops would cost steps")
-    need = min(2 * scale, crop)
+    plan.add("data.crop_size", crop, f"{crop} px: bounded by {where} ({min_side} px smallest side at this "
+             "scale); larger crops would cost steps")
+    need = min(2 * extent, crop)
     depth = next((d for d in range(3, 7) if receptive_field(d) >= need and crop >> d >= 8), None)
     if depth is None:
         depth = max(d for d in range(3, 7) if crop >> d >= 8)
-    plan.add("model.depth", depth, f"typical object ~{scale:.0f} px: receptive field {receptive_field(depth)} px "
-             f">= 2x that (capped by the crop {crop}), bottleneck {crop >> depth} px")
+    plan.add("model.depth", depth, f"typical object ~{extent:.0f} px at this scale: receptive field "
+             f"{receptive_field(depth)} px >= 2x that (capped by the crop {crop}), bottleneck {crop >> depth} px")
     whole = WHOLE_GPU if plan.device.startswith("cuda") else WHOLE_CPU
-    if fp.max_side <= whole:
-        tile = -(-fp.max_side // 64) * 64
-        plan.add("infer.tile", tile, f"every image (longest side {fp.max_side} px) goes through in one pass: no tile "
-                 "overlap to compute twice")
+    if max_side <= whole:
+        tile = -(-max_side // 64) * 64
+        plan.add("infer.tile", tile, f"every image (longest side {max_side} px at this scale) goes through in one "
+                 "pass: no tile overlap to compute twice")
     else:
-        plan.add("infer.tile", 512, f"images up to {fp.max_side} px are predicted in overlapping 512 px tiles")
+        plan.add("infer.tile", 512, f"images up to {max_side} px at this scale are predicted in overlapping 512 px "
+                 "tiles")
     plan.add("model.name", "unet", "the U-Net")
     plan.add("model.padding", "same", "padded convolutions: every crop pixel is trained, any image size predicted")
     plan.add("model.batch_norm", True, "batch norm with >= 4 samples per batch trains fastest from scratch")
@@ -157,7 +183,8 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     base = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
     pairs, val = dataset_pairs(base.data)
     load = time_loading(base, pairs[:8], MaskCodec(base.data.mask, base.data.num_classes))
-    val_seconds = sum(_pixels(p) for p in val) / 1e6 * time_inference(base, device) + len(val) * load
+    val_pixels = sum(_pixels(p) for p in val) * base.data.scale ** 2  # predicted at the training scale
+    val_seconds = val_pixels / 1e6 * time_inference(base, device) + len(val) * load
     val_seconds, train_images = _cut_validation(plan, val_seconds, len(pairs), len(val))
     scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
     width_steps = {WIDTHS[0]: fastest}
@@ -209,7 +236,8 @@ def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load
     plan.add("train.max_minutes", round(train_seconds / 60, 2), f"{plan.minutes:g} min less planning and reading "
              f"the data ({planning:.0f}s) and the choices after training ({choice_seconds:.0f}s)")
     height, width_px = plan.fingerprint.median_size
-    repeats = total * batch * crop * crop / max(1.0, train_images * height * width_px)
+    scaled_pixels = height * width_px * cfg.data.scale ** 2
+    repeats = total * batch * crop * crop / max(1.0, train_images * scaled_pixels)
     if repeats >= REPEATS_FOR_HEAVY_AUGMENT:
         plan.add("data.augment", None, f"the built-in pipeline (flips, turns, affine, brightness, elastic "
                  f"deformation): each training image is seen ~{repeats:.0f}x, so it must not be memorised")

@@ -134,7 +134,7 @@ def make_loader(cfg: Config, run_data: RunData, margin: int, world: World, devic
     data = cfg.data
     train_set = FolderDataset(pairs=run_data.train_pairs, channels=data.channels, codec=run_data.codec,
                               weights=run_data.weights, transform=train_transform(data, margin),
-                              repeats=data.crops_per_image, per_image=data.normalize == "image")
+                              repeats=data.crops_per_image, per_image=data.normalize == "image", scale=data.scale)
     sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=world.rank,
                            world_size=world.size)
     loader = DataLoader(train_set, batch_size=data.batch_size, sampler=sampler, num_workers=data.num_workers,
