@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--work", default="runs/bench-budget", help="scratch folder for runs and predictions")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-budget"), help="scratch folder")
     parser.add_argument("--table", action="store_true", help="only print the stored results")
     args = parser.parse_args()
     if not args.table:
