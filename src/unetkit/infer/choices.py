@@ -29,7 +29,7 @@ from unetkit.config import Config, InferConfig
 from unetkit.data.dataset import Pair, load_pair
 from unetkit.data.inspect import image_size
 from unetkit.data.masks import MaskCodec
-from unetkit.infer.cleanup import CLEAN_PIXELS, remove_small_objects
+from unetkit.infer.cleanup import cleans, remove_small_objects
 from unetkit.infer.inference import Inference, model_predictor, open_inference, validation_settings
 from unetkit.infer.predictor import classes_of
 from unetkit.infer.scoring import score_pairs
@@ -67,7 +67,7 @@ def score_held(held: Sequence[Held], threshold: float, min_object_px: int, class
     confusion = ConfusionMatrix(len(class_names))
     for item in held:
         pred = classes_of(torch.from_numpy(item.probs), threshold)
-        if min_object_px and item.mask.size <= CLEAN_PIXELS:
+        if cleans(*item.mask.shape, min_object_px):
             pred = torch.from_numpy(remove_small_objects(pred.numpy().astype(np.uint8), min_object_px)).long()
         confusion.update(pred, torch.from_numpy(item.mask).long())
     return scores(confusion.matrix, class_names)

@@ -15,6 +15,11 @@ from skimage.morphology import remove_small_objects as _remove
 CLEAN_PIXELS = 64 * 1024 * 1024
 
 
+def cleans(height: int, width: int, min_px: int) -> bool:
+    """Whether an image of this size is cleaned of objects under `min_px` (the one rule of every path)."""
+    return min_px > 0 and height * width <= CLEAN_PIXELS
+
+
 def remove_small_objects(index: np.ndarray, min_px: int) -> np.ndarray:
     """(H, W) uint8 class map with classes 0/1 -> the same with foreground regions under `min_px` pixels set
     to 0 (background)."""

@@ -27,7 +27,7 @@ from unetkit.config import Config, DataConfig, InferConfig
 from unetkit.data.resample import grow_probabilities, shrink_image
 from unetkit.data.source import make_prepare, to_unit
 from unetkit.errors import UnetkitError
-from unetkit.infer.cleanup import CLEAN_PIXELS, remove_small_objects
+from unetkit.infer.cleanup import cleans, remove_small_objects
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.onnx_backend import load_onnx
@@ -127,7 +127,7 @@ class Inference:
             pieces = iter([(0, classes_of(probs, infer.threshold).numpy().astype(np.uint8))])
         else:
             pieces = index_bands(self.fn, image, make_prepare(self.data, image), infer, probabilities=probabilities)
-        if infer.min_object_px and height * width <= CLEAN_PIXELS:
+        if cleans(height, width, infer.min_object_px):
             pieces = iter([(0, remove_small_objects(assemble(pieces, (height, width)), infer.min_object_px))])
         yield from pieces
 
