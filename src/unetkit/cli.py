@@ -30,6 +30,10 @@ EXAMPLES = """examples:
 """
 
 
+IGNORE_HELP = ("a DATA folder: the mask value (e.g. 11) or R,G,B colour of unlabelled (void) pixels, skipped by "
+               "training and scores; default: 255 in index masks of classes 0..K is void; none: no void")
+
+
 def _train(args: argparse.Namespace) -> None:
     from unetkit.config import load_config
     from unetkit.distributed import world_from_env
@@ -41,7 +45,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.config is not None and Path(args.config).is_dir():
         from unetkit.train.plan import make_plan
 
-        plan = make_plan(args.config, args.minutes or 10.0, args.device or "auto")
+        plan = make_plan(args.config, args.minutes or 10.0, args.device or "auto", ignore=args.ignore)
         print(plan.yaml(), end="")
         cfg, name = plan.config(args.set), Path(args.config).resolve().name
     else:
@@ -124,7 +128,7 @@ def _predict(args: argparse.Namespace) -> None:
 def _plan(args: argparse.Namespace) -> None:
     from unetkit.train.plan import make_plan
 
-    plan = make_plan(args.data, args.minutes, args.device)
+    plan = make_plan(args.data, args.minutes, args.device, ignore=args.ignore)
     text = plan.yaml()
     if args.output:
         Path(args.output).write_text(text)
@@ -213,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wall-time budget: the schedule anneals by then (a DATA folder: default 10, planning and "
                         "choices included; a config: sets train.max_minutes)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's, auto = cuda when present)")
+    p.add_argument("--ignore", metavar="VALUE", help=IGNORE_HELP)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=5 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last.pt")
@@ -227,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", metavar="DATA", help="folder with train/images and train/masks (optional val/, test/)")
     p.add_argument("--minutes", type=float, default=10.0, help="wall-time budget (default %(default)s)")
     p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N to plan for (default %(default)s)")
+    p.add_argument("--ignore", metavar="VALUE", help=IGNORE_HELP)
     p.add_argument("-o", "--output", metavar="PLAN.yaml", help="write the plan here (default: print it)")
     p.set_defaults(func=_plan)
 

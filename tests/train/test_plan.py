@@ -23,7 +23,7 @@ from unetkit.train.plan import locate, make_plan
 @pytest.fixture
 def fast_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     """Replace the machine timings with fixed ones: seconds per step = `per_channel` * base channels."""
-    speed = {"per_channel": 0.001, "load": 0.001, "per_mpx": 0.1}
+    speed = {"per_channel": 0.001, "load": 0.001, "per_image": 0.01}
 
     def step(cfg, device, steps=3):  # noqa: ANN001, ANN202 - the signature of time_training_step
         bonus = 0.5 if cfg.train.precision == "bf16" else 1.0
@@ -31,7 +31,7 @@ def fast_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
 
     monkeypatch.setattr(plan_rules, "time_training_step", step)
     monkeypatch.setattr(plan_rules, "time_loading", lambda cfg, pairs, codec: speed["load"])
-    monkeypatch.setattr(plan_rules, "time_inference", lambda cfg, device: speed["per_mpx"])
+    monkeypatch.setattr(plan_rules, "time_validation", lambda cfg, device, pairs, codec: speed["per_image"])
     return speed
 
 
@@ -128,7 +128,7 @@ def test_train_data_plans_trains_and_chooses_on_validation(tmp_path: Path, capsy
 
 def test_a_slow_validation_split_is_cut_but_a_val_folder_is_kept(tmp_path: Path, fast_timing: dict) -> None:
     write_tiny_dataset(tmp_path / "d" / "train", count=150)  # 30 images held out by the default 20%
-    fast_timing["per_mpx"] = 400.0  # ~0.4 s per 32x32 image: 12 s per validation, over 10% of a minute for two
+    fast_timing["per_image"] = 0.4  # 12 s per validation of 30 images, over 10% of a minute for two
     plan = make_plan(tmp_path / "d", 1, "cpu", say=_silent)
     assert plan.value("data.val_fraction") == pytest.approx(plan_rules.MIN_VAL / 150, abs=1e-3)
     write_tiny_dataset(tmp_path / "d" / "val", count=30)

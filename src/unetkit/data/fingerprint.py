@@ -32,6 +32,7 @@ from unetkit.data.dataset import Pair, load_pair, pair_files
 from unetkit.data.inspect import inspect_folder
 from unetkit.data.intensity import stretch_whole
 from unetkit.data.masks import MaskCodec
+from unetkit.data.void import with_void
 from unetkit.errors import UnetkitError
 
 MIXED_BRIGHTNESS = 0.5  # spread of image means, in units of the median contrast within an image
@@ -66,6 +67,8 @@ class Fingerprint:
     brightness_spread: float
     contrast_ratio: float
     notes: list[str] = field(default_factory=list)
+    ignore: int | tuple[int, int, int] | str | None = None  # the void value asked for (see data/void.py)
+    void_note: str | None = None  # why a value is void, when one is
 
     @property
     def mixed(self) -> bool:
@@ -112,16 +115,19 @@ def _bits(modes: dict[str, int]) -> int:
     return max((int(d) for d in digits if d), default=8)
 
 
-def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_images: int = 64) -> Fingerprint:
-    """Measure `folder/images` + `folder/masks`; a dataset no encoding can read is one line naming why."""
+def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_images: int = 64,
+                ignore: int | tuple[int, int, int] | str | None = None) -> Fingerprint:
+    """Measure `folder/images` + `folder/masks`; a dataset no encoding can read is one line naming why.
+    `ignore` names the void value (`data.void.parse_ignore`); pixels of it count for no class."""
     report = inspect_folder(Path(folder), images=images, masks=masks)
     if report["problems"]:
         raise UnetkitError(f"{folder}: {report['problems'][0]} (unetkit data inspect {folder} lists every problem)")
     suggestion = report["suggestion"]
     if suggestion["mask"] is None:
         raise UnetkitError(f"{folder}: no mask encoding fits: {suggestion['notes'][0]}")
-    channels, names = suggestion["channels"], suggestion["classes"]
-    codec = MaskCodec(MaskConfig(**suggestion["mask"]), len(names))
+    channels = suggestion["channels"]
+    mask_cfg, names, void_note = with_void(suggestion["mask"], suggestion["classes"], ignore)
+    codec = MaskCodec(MaskConfig(**mask_cfg), len(names))
     pairs = pair_files(Path(folder) / images, Path(folder) / masks)
     counts = np.zeros(len(names), np.int64)
     sums = np.zeros(len(names), np.float64)
@@ -158,10 +164,11 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
                                 _weighted_median(np.sqrt(4 * a / np.pi), a), float(sums[cls] / max(counts[cls], 1)),
                                 float(2 * np.median(d)) if d.size else 0.0))
     heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
-    return Fingerprint(str(folder), len(pairs), channels, suggestion["mask"], facts,
+    return Fingerprint(str(folder), len(pairs), channels, mask_cfg, facts,
                        (int(np.median(heights)), int(np.median(widths))), int(min(heights.min(), widths.min())),
                        int(max(heights.max(), widths.max())), _bits(report["image_modes"]), _round(mean),
-                       _round(std), _round(s_mean), _round(s_std), spread, ratio, list(suggestion["notes"]))
+                       _round(std), _round(s_mean), _round(s_std), spread, ratio, list(suggestion["notes"]),
+                       ignore, void_note)
 
 
 def _class_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
@@ -179,10 +186,11 @@ def test_mask_for(train: Fingerprint, folder: Path, max_images: int = 16) -> tup
     when they agree), and why. Its classes are matched to the training classes by the mean image intensity
     under each: the only link between two encodings that the files themselves give."""
     report = inspect_folder(Path(folder))
-    suggested = report["suggestion"]["mask"]
-    if suggested is None or suggested == train.mask:
+    if report["suggestion"]["mask"] is None:
         return None, "test masks use the training masks' encoding"
-    names = report["suggestion"]["classes"]
+    suggested, names, _ = with_void(report["suggestion"]["mask"], report["suggestion"]["classes"], train.ignore)
+    if suggested == train.mask:
+        return None, "test masks use the training masks' encoding"
     if len(names) != len(train.classes):
         raise UnetkitError(f"{folder}: test masks hold {len(names)} classes, the training masks {len(train.classes)}")
     codec = MaskCodec(MaskConfig(**suggested), len(names))
@@ -225,6 +233,8 @@ def describe(fp: Fingerprint) -> list[str]:
     lines = [f"{fp.num_images} training images, {fp.channels} channel(s), {fp.bits}-bit, median {width}x{height} "
              f"(WxH), smallest side {fp.min_side}",
              f"masks: {fp.mask['encoding']} encoding, {len(fp.classes)} classes"]
+    if fp.void_note:
+        lines.append(f"void: {fp.void_note}")
     for c in fp.classes:
         lines.append(f"  {c.name}: {c.share:.1%} of pixels, {c.objects_per_image:.1f} regions per image, "
                      f"typical region diameter {c.diameter:.0f} px, thickness {c.thickness:.0f} px")

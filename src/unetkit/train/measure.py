@@ -18,11 +18,9 @@ from unetkit.config import Config
 from unetkit.data.dataset import FolderDataset, Pair
 from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import train_transform
-from unetkit.infer.inference import model_predictor
-from unetkit.infer.predictor import configure_speed
 from unetkit.losses import build_loss
 from unetkit.models.build import build_model
-from unetkit.train.loop import StepOptions, train_one_epoch
+from unetkit.train.loop import StepOptions, train_one_epoch, validate
 from unetkit.train.optim import build_optimizer
 from unetkit.train.setup import training_autocast
 from unetkit.train.state import EpochProgress
@@ -77,20 +75,16 @@ def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: 
     return statistics.median(times)
 
 
-@torch.inference_mode()
-def time_inference(cfg: Config, device: torch.device, size: int = 512) -> float:
-    """Seconds per megapixel of validation inference (eval mode, batch norm folded, `infer` precision and
-    memory format), from one warm-up and two timed passes of a `size` x `size` image."""
+def time_validation(cfg: Config, device: torch.device, pairs: Sequence[Pair], codec: MaskCodec,
+                    samples: int = 6) -> float:
+    """Seconds per image of a validation pass: the training loop's own `validate` (read, predict at the
+    planned scale, grow back, score) on up to `samples` of the validation images, spread over them, with an
+    untrained network of the planned shape, after one image of warm-up. Small images are dominated by what
+    surrounds the network (reading, resampling, scoring), so a network-only timing would undercount them."""
     model = build_model(cfg.model, cfg.data.channels, 1 if cfg.loss.binary else cfg.data.num_classes,
                         pretrained=False).to(device)
-    predictor = model_predictor(model, device)
-    configure_speed(predictor, cfg.infer.precision, cfg.infer.channels_last)
-    x = torch.randn(1, cfg.data.channels, size, size)
-    times = []
-    for _ in range(3):
-        began = time.perf_counter()
-        predictor(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times[1:]) / (size * size / 1e6)
+    chosen = [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
+    validate(model, cfg, chosen[:1], codec, device, progress=False)
+    began = time.perf_counter()
+    validate(model, cfg, chosen, codec, device, progress=False)
+    return (time.perf_counter() - began) / max(len(chosen), 1)

@@ -20,6 +20,7 @@ from typing import Any
 
 from unetkit.config import Config, apply_override, config_from_dict
 from unetkit.data.fingerprint import Fingerprint, describe, fingerprint
+from unetkit.data.void import parse_ignore
 from unetkit.errors import UnetkitError
 from unetkit.train.plan_rules import layout_choices, measured_choices, recipe_choices, shape_choices
 
@@ -109,14 +110,15 @@ def locate(data: Path) -> Layout:
 
 
 def make_plan(data: str | Path, minutes: float = 10.0, device: str = "auto",
-              say: Callable[[str], None] = print) -> Plan:
+              say: Callable[[str], None] = print, ignore: str | None = None) -> Plan:
     """Fingerprint DATA, time candidate networks on `device`, and return the plan (see the module docstring):
-    it fits a training of `minutes` minutes of wall time, this planning and the choices after it included."""
+    it fits a training of `minutes` minutes of wall time, this planning and the choices after it included.
+    `ignore` names the mask value (or R,G,B colour) of unlabelled pixels, "none" for none (see data/void.py)."""
     began = time.perf_counter()
     device = planning_device(device)
     layout = locate(Path(data))
     say(f"fingerprinting {layout.root / layout.train} ...")
-    fp = fingerprint(layout.root / layout.train)
+    fp = fingerprint(layout.root / layout.train, ignore=parse_ignore(ignore))
     for line in describe(fp):
         say(f"  {line}")
     plan = Plan(layout, fp, minutes, device)

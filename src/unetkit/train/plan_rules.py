@@ -12,9 +12,8 @@ import torch
 from unetkit.config import Config, config_from_dict
 from unetkit.data.dataset import dataset_pairs
 from unetkit.data.fingerprint import test_mask_for
-from unetkit.data.inspect import image_size
 from unetkit.data.masks import MaskCodec
-from unetkit.train.measure import time_inference, time_loading, time_training_step
+from unetkit.train.measure import time_loading, time_training_step, time_validation
 
 if TYPE_CHECKING:
     from unetkit.train.plan import Plan
@@ -93,7 +92,11 @@ def layout_choices(plan: Plan) -> None:
 
 
 def _mask_reason(key: str, fp: Any) -> str:
+    if key in ("ignore_value", "ignore_color"):
+        return fp.void_note or "void"
     if key == "encoding":
+        if fp.void_note:
+            return "read from the mask values"
         return f"read from the mask values: {fp.notes[0]}" if fp.notes else "read from the mask values"
     return "found in the masks"
 
@@ -182,9 +185,9 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     plan.add("train.channels_last", channels_last, "measured with the precision above")
     base = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
     pairs, val = dataset_pairs(base.data)
-    load = time_loading(base, pairs[:8], MaskCodec(base.data.mask, base.data.num_classes))
-    val_pixels = sum(_pixels(p) for p in val) * base.data.scale ** 2  # predicted at the training scale
-    val_seconds = val_pixels / 1e6 * time_inference(base, device) + len(val) * load
+    codec = MaskCodec(base.data.mask, base.data.num_classes)
+    load = time_loading(base, pairs[:8], codec)
+    val_seconds = len(val) * time_validation(base, device, val, codec)
     val_seconds, train_images = _cut_validation(plan, val_seconds, len(pairs), len(val))
     scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
     width_steps = {WIDTHS[0]: fastest}
@@ -263,12 +266,13 @@ def _cut_validation(plan: Plan, val_seconds: float, train_images: int, val_image
 
 
 def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
-    """What to choose on the validation images after training, and the seconds that costs: one pass for the
-    threshold and object size (binary), four more for judging flips, unless that would take over 5% of the
-    budget (a model that needs so long to judge its TTA would need 4x as long for every prediction)."""
+    """What to choose on the validation images after training, and the seconds that costs: for a binary
+    task one pass to hold the probabilities and about as long again to score every threshold and object size
+    on them, four more passes for judging flips, unless that would take over 5% of the budget (a model that
+    needs so long to judge its TTA would need 4x as long for every prediction)."""
     binary = len(plan.fingerprint.classes) == 2
     choose = ["threshold", "min_object"] if binary else []
-    seconds = val_seconds if binary else 0.0
+    seconds = 2 * val_seconds if binary else 0.0
     if 4 * val_seconds <= TTA_SHARE * 60 * plan.minutes:
         choose.append("tta")
         seconds += 4 * val_seconds
@@ -290,8 +294,3 @@ def _with(cfg: Config, update: dict[str, dict[str, Any]]) -> Config:
     for section, values in update.items():
         tree[section].update(values)
     return config_from_dict(tree, "plan")
-
-
-def _pixels(pair: Any) -> int:
-    width, height = image_size(pair[0])
-    return width * height
