@@ -80,12 +80,12 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
     from unetkit.infer.inference import InferOptions
 
     fields = {"tile": "tile", "overlap": "overlap", "tta": "tta", "threshold": "threshold",
-              "min_object_px": "min_object_px", "em": "em_scores",
+              "min_object_px": "min_object_px", "em": "em_scores", "instances": "instances",
               "precision": "precision", "channels_last": "channels_last", "compile": "compile"}
     given = {}
     for flag, field in fields.items():
         value = getattr(args, flag, None)
-        if flag in ("em", "compile"):  # store_true: False means the flag was not given
+        if flag in ("em", "compile", "instances"):  # store_true: False means the flag was not given
             value = value or None
         if value is not None:
             given[field] = value
@@ -107,6 +107,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     if "em_scores" in report:
         print("EM scores (ISBI 2012, mean over images): "
               + ", ".join(f"{k} {v:.4f}" for k, v in report["em_scores"].items()))
+    if "instance_scores" in report:
+        found = report["instance_scores"]
+        print("objects: " + ", ".join(f"{k} {found[k]:.4f}" for k in ("precision", "recall", "f1", "dsb_score",
+                                                                        "aji", "panoptic_quality"))
+              + f" (IoU 0.5; {sum(found['true_counts'])} true, {sum(found['predicted_counts'])} predicted)")
     print(f"scores written to {report['json']}; pictures: {', '.join(report['pictures'])}")
 
 
@@ -250,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--em", action="store_true",
                    help="also report the ISBI 2012 EM scores: pixel error, Rand error, V_rand, V_info "
                         "(binary boundary data, class 1 = boundary)")
+    p.add_argument("--instances", action="store_true",
+                   help="also score objects: precision, recall, F1 at IoU 0.5, DSB score, AJI, panoptic quality; "
+                        "true objects from DIR/instances/ when present, else the masks' connected components")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("predict", help="segment images with a checkpoint", epilog=EPILOG,
@@ -260,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (not an input folder)")
     p.add_argument("--overlay", action="store_true", help="also write NAME_overlay.png (class colours on the image)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy (K, H, W) float16")
+    p.add_argument("--instances", action="store_true",
+                   help="also write NAME_instances.png (16-bit, one label per object) and NAME_objects.csv (area, "
+                        "centroid, box, diameter, eccentricity, mean intensity); with --overlay, object outlines")
     p.add_argument("--overwrite", action="store_true",
                    help="predict images whose mask is already in the output folder again (default: keep it)")
     p.set_defaults(func=_predict)

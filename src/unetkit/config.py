@@ -32,7 +32,9 @@ class MaskConfig(Strict):
     # binary: two raw values ({0,255} or {0,1}); `foreground_value` is class 1, the other value class 0.
     # index: the raw value is the class index. palette: RGB colour of class i is `palette[i]`.
     # gray_values: raw gray value of class i is `values[i]` (arbitrary, unordered values).
-    encoding: Literal["binary", "index", "palette", "gray_values"] = "index"
+    # instances: label images (0 = background, every other value one object, 8/16-bit PNG or TIFF); with 2
+    # classes the target is object vs background, with 3 background / interior / boundary (see boundary_px).
+    encoding: Literal["binary", "index", "palette", "gray_values", "instances"] = "index"
     foreground_value: int = 255
     palette: list[tuple[int, int, int]] | None = None
     values: list[int] | None = None
@@ -42,6 +44,7 @@ class MaskConfig(Strict):
     # binary only: masks that are almost binary (JPEG-compressed or anti-aliased, e.g. values 0-8 and 247-255)
     # are read as "raw value > threshold" = the high value (255), else the low value (0); e.g. threshold: 127
     threshold: int | None = Field(None, ge=0)
+    boundary_px: int = Field(2, ge=1)  # instances, 3 classes: width of each object's boundary ring
 
     @model_validator(mode="after")
     def _check(self) -> MaskConfig:
@@ -116,6 +119,9 @@ class ModelConfig(Strict):
     # unet = the paper's network (the fields below up to `init`); encoder_unet = smp's U-Net on a
     # classification encoder (the `encoder*` fields; always padded, input sides multiples of 32).
     name: Literal["unet", "encoder_unet"] = "unet"
+    # semantic = one class per pixel; instances = one label per object: trained on instance labels as
+    # background / interior / boundary (3 classes), objects grown from the interiors (infer/instances.py)
+    task: Literal["semantic", "instances"] = "semantic"
     padding: Literal["valid", "same"] = "same"  # valid = the paper's unpadded network
     depth: int = Field(4, ge=1, le=6)  # number of 2x2 poolings
     base_channels: int = Field(64, gt=0)  # channels of the first level, doubled per level
@@ -195,6 +201,9 @@ class TrainConfig(Strict):
     # threshold (binary: infer.threshold by foreground IoU), min_object (binary: infer.min_object_px),
     # tta (infer.tta flips when it raises the score by at least 0.005, for 4x the inference time)
     choose: list[Literal["threshold", "min_object", "tta"]] = Field(default_factory=list)
+    # what those choices maximise: pixels = foreground IoU (mIoU for several classes); regions = for a binary
+    # boundary map (class 1 = boundary, e.g. membranes), the Rand error of the regions it encloses (evaluate --em)
+    choose_by: Literal["pixels", "regions"] = "pixels"
     monitor: Literal["miou", "val_loss"] = "miou"  # decides best.pt
     checkpoint_every: int | None = Field(None, gt=0)  # also write last.pt every N steps (resume mid-epoch)
     deterministic: bool = False  # deterministic kernels; with the saved RNG states a resumed run is bitwise identical
@@ -229,6 +238,9 @@ class InferConfig(Strict):
     tta: Literal["none", "flips", "d4"] = "none"  # test-time augmentation: flips, or flips and 90-degree turns
     batch_size: int = Field(4, gt=0)  # tiles per forward pass, at most (big tiles go in fewer, ~2 Mpx per pass)
     em_scores: bool = False  # also report ISBI 2012 EM scores (binary: class 1 = boundary)
+    seed_threshold: float = Field(0.5, gt=0.0, lt=1.0)  # instance models: p(interior) that seeds an object
+    # one label per object: predict writes NAME_instances.png + NAME_objects.csv, evaluate adds object scores
+    instances: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: CPUs with AVX-512 bf16 / AMX, GPUs; fp16: GPUs
     channels_last: bool = True  # NHWC activations: same results, faster convolutions (1.7x on an AVX-512 CPU)
     compile: bool = False  # torch.compile the network (static tile shapes; the first tiles wait for compilation)
@@ -267,11 +279,14 @@ class Config(Strict):
         if self.loss.binary and n != 2:
             raise ValueError(f"loss `bce` needs exactly 2 classes, data.classes has {n}")
         binary_only = {"threshold", "min_object"} & set(self.train.choose)
-        if binary_only and n != 2:
+        if binary_only and n != 2 and self.model.task != "instances":
             raise ValueError(f"train.choose: {', '.join(sorted(binary_only))} is for binary models; data.classes "
                              f"has {n}")
-        if self.infer.min_object_px and n != 2:
-            raise ValueError(f"infer.min_object_px is for binary models; data.classes has {n}")
+        if self.infer.min_object_px and n != 2 and self.model.task != "instances":
+            raise ValueError(f"infer.min_object_px is for binary and instance models; data.classes has {n}")
+        if self.model.task == "instances" and (n != 3 or self.data.mask.encoding != "instances"):
+            raise ValueError("model.task 'instances' trains on instance labels (data.mask.encoding: instances) with "
+                             "3 classes, e.g. data.classes: [background, interior, boundary]")
         if self.data.background_class >= n:
             raise ValueError(f"data.background_class {self.data.background_class} is not a class index below {n}")
         if isinstance(self.loss.class_weights, list) and len(self.loss.class_weights) != n:

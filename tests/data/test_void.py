@@ -42,7 +42,7 @@ def test_a_palette_colour_and_the_one_line_errors() -> None:
     assert names == NAMES4[:2]
     with pytest.raises(UnetkitError, match="not one of the mask values"):
         with_void({"encoding": "index"}, NAMES4, 9)
-    with pytest.raises(UnetkitError, match="binary"):
+    with pytest.raises(UnetkitError, match="the masks are binary"):
         with_void({"encoding": "binary", "foreground_value": 255}, NAMES4[:2], 0)
     with pytest.raises(UnetkitError, match="give a mask value"):
         parse_ignore("void")

@@ -147,3 +147,43 @@ def test_small_objects_are_removed_in_predict(tiny_checkpoint: Path, tiny_datase
                       options=InferOptions(threshold=0.05, min_object_px=10**6))  # larger than any image
     assert any(np.asarray(Image.open(p)).any() for p in kept)
     assert not any(np.asarray(Image.open(p)).any() for p in dropped)
+
+
+def _walls_with_gaps() -> list:
+    """A boundary map (class 1 = 3 px walls every 32 px) and a network that is sure of the walls except for a
+    4 px gap in every wall segment (p 0.35), and half-sure (p 0.35) of a 1 px band beside every wall."""
+    from unetkit.infer.choices import Held
+
+    size, step = 96, 32
+    truth = np.zeros((size, size), np.uint8)
+    for k in range(16, size, step):
+        truth[k - 1:k + 2] = truth[:, k - 1:k + 2] = 1
+    p = np.where(truth == 1, 0.7, 0.1).astype(np.float32)
+    for k in range(16, size, step):
+        p[k + 2] = np.maximum(p[k + 2], 0.35)  # the band beside each horizontal wall ...
+        p[:, k + 2] = np.maximum(p[:, k + 2], 0.35)  # ... and each vertical one
+        for gap in range(0, size, step):  # a gap half-way between crossings, through the whole wall
+            p[k - 1:k + 2, gap:gap + 4] = p[gap:gap + 4, k - 1:k + 2] = 0.35
+    return [Held(np.stack([1 - p, p]), truth)]
+
+
+def test_a_boundary_map_is_judged_by_its_regions_not_its_pixels() -> None:
+    from unetkit.infer.choices import judge_for, region_error
+
+    held, names = _walls_with_gaps(), ["background", "foreground"]
+    pixels, regions = judge_for("pixels", names), judge_for("regions", names)
+    by_pixels = choose_threshold({t: pixels.value(held, t, 0) for t in THRESHOLDS}, pixels)[0]
+    by_regions, reason = choose_threshold({t: regions.value(held, t, 0) for t in THRESHOLDS}, regions)
+    assert by_pixels > 0.35 > by_regions  # IoU drops the gaps with the band; the regions need the gaps closed
+    assert region_error(held, by_regions, 0) < region_error(held, by_pixels, 0)
+    error = region_error(held, by_regions, 0)
+    assert reason.startswith(f"threshold {by_regions}: Rand error of the regions {error:.4f}")
+
+
+def test_choices_by_regions_run_after_training(tiny_config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = load_config(tiny_config, ["train.choose=[threshold, min_object]", "train.choose_by=regions",
+                                    "train.epochs=1"])
+    run = train(cfg, progress=False)
+    printed = capsys.readouterr().out
+    assert "Rand error of the regions" in printed and run.chosen_scores is not None
+    assert load_checkpoint(run.run_dir / "best.pt")["config"]["infer"]["threshold"] in THRESHOLDS + (0.5,)

@@ -163,4 +163,19 @@ def test_large_thick_objects_are_trained_at_a_lower_resolution_thin_ones_are_not
     large = make_plan(tmp_path / "disc", 5, "cpu", say=_silent)
     assert large.value("data.scale") == pytest.approx(128 / 401, abs=0.01)  # the disc fills half a 256 crop
     assert large.value("data.crop_size") <= round(600 * large.value("data.scale"))
-    assert make_plan(tmp_path / "grid", 5, "cpu", say=_silent).value("data.scale") == 1.0
+    grid = make_plan(tmp_path / "grid", 5, "cpu", say=_silent)
+    assert grid.value("data.scale") == 1.0
+    # the grid is a boundary map: its choices are judged by the regions; a disc's by its pixels
+    assert grid.value("train.choose_by") == "regions"
+    assert "train.choose_by" not in {c.key for c in large.choices}
+
+
+def test_an_instances_folder_plans_an_instance_model(tmp_path: Path, fast_timing: dict) -> None:
+    from unetkit.data.touching import make_touching_dataset
+
+    make_touching_dataset(tmp_path / "d" / "train", count=10)
+    plan = make_plan(tmp_path / "d", 5, "cpu", say=_silent)
+    assert plan.value("model.task") == "instances" and plan.value("data.train_masks") == "train/instances"
+    assert plan.value("data.classes") == ["background", "interior", "boundary"]
+    assert plan.value("train.choose")[:2] == ["threshold", "min_object"]  # the seed threshold and object size
+    assert plan.config().data.mask.encoding == "instances"

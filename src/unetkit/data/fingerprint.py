@@ -35,6 +35,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.data.void import with_void
 from unetkit.errors import UnetkitError
 
+INSTANCE_CLASSES = ("background", "interior", "boundary")
 MIXED_BRIGHTNESS = 0.5  # spread of image means, in units of the median contrast within an image
 MIXED_CONTRAST = 2.0  # ratio of the 90th to the 10th percentile of the images' contrast
 
@@ -123,6 +124,9 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     if report["problems"]:
         raise UnetkitError(f"{folder}: {report['problems'][0]} (unetkit data inspect {folder} lists every problem)")
     suggestion = report["suggestion"]
+    if masks == "instances":  # label images: one value per object, any number of objects
+        suggestion = {**suggestion, "mask": {"encoding": "instances"}, "classes": list(INSTANCE_CLASSES),
+                      "notes": [f"{masks}/ holds one label per object: trained as background / interior / boundary"]}
     if suggestion["mask"] is None:
         raise UnetkitError(f"{folder}: no mask encoding fits: {suggestion['notes'][0]}")
     channels = suggestion["channels"]

@@ -14,6 +14,7 @@ import colorsys
 import numpy as np
 
 from unetkit.config import IGNORE_INDEX, MaskConfig
+from unetkit.data.instance_labels import instance_target
 from unetkit.errors import UnetkitError
 
 _INVALID = -1  # lookup-table entry for raw values the encoding does not declare
@@ -92,7 +93,7 @@ class MaskCodec:
         if self.encoding == "binary":
             fg = cfg.foreground_value
             return [0 if fg != 0 else 255, fg]
-        if self.encoding == "index":
+        if self.encoding in ("index", "instances"):
             return list(range(n))
         if self.encoding == "gray_values":
             values = list(cfg.values or [])
@@ -120,6 +121,8 @@ class MaskCodec:
     def decode(self, raw: np.ndarray, path: str = "mask") -> np.ndarray:
         """Raw mask `(H, W)` or `(H, W, 3)` -> `(H, W)` uint8 class indices, ignored pixels = `IGNORE_INDEX`."""
         raw = self._check_layout(self._as_integer(raw, path), path)
+        if self.encoding == "instances":
+            return self._instances(raw, path)
         if self.encoding == "binary" and self.cfg.threshold is not None:
             return self._threshold(raw)
         if self.encoding == "palette":
@@ -140,6 +143,22 @@ class MaskCodec:
             keys = raw
         if invalid.any():
             raise self._unexpected(np.unique(keys[invalid]), path, raw)
+        return out
+
+    def _instances(self, raw: np.ndarray, path: str) -> np.ndarray:
+        """An instance label image -> object / background (2 classes) or background / interior / boundary (3)."""
+        if raw.ndim != 2:
+            raise UnetkitError(f"{path}: an instance label image must have one channel, not {raw.shape[2]}")
+        if self.num_classes not in (2, 3):
+            raise UnetkitError(f"data.mask.encoding 'instances' trains 2 classes (background, object) or 3 "
+                               f"(background, interior, boundary), not {self.num_classes}")
+        if raw.size and raw.min() < 0:
+            raise UnetkitError(f"{path}: instance labels must be 0 (background) or positive object ids")
+        ignored = raw == self._ignore_raw if self._ignore_raw is not None else None
+        labels = np.where(ignored, 0, raw) if ignored is not None else raw
+        out = instance_target(labels, self.num_classes, self.cfg.boundary_px)
+        if ignored is not None:
+            out[ignored] = IGNORE_INDEX
         return out
 
     def _threshold(self, raw: np.ndarray) -> np.ndarray:

@@ -41,9 +41,9 @@ def with_void(mask: dict[str, Any], names: list[str], ignore: int | tuple[int, i
     """(`data.mask`, class names, a note saying why) once the void value is taken out of the classes; the note
     is None when nothing is void."""
     encoding = mask["encoding"]
-    if ignore == "none" or encoding == "binary":
+    if ignore == "none" or encoding in ("binary", "instances"):
         if ignore not in (None, "none"):
-            raise UnetkitError(f"--ignore {ignore}: the masks are binary; there is no value left to ignore")
+            raise UnetkitError(f"--ignore {ignore}: the masks are {encoding}; there is no class value to ignore")
         return mask, names, None
     if encoding == "palette":
         colours = [tuple(c) for c in mask["palette"]]

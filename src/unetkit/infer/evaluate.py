@@ -78,7 +78,9 @@ def evaluate(
     (background included, ignored pixels excluded), the run's loss on the predicted probabilities (`loss`,
     mean per image) and the confusion matrix. `options` override the checkpoint's inference settings. With
     `options.em_scores` (binary boundary data, class 1 = boundary) it
-    adds the ISBI 2012 scores: pixel error, Rand error, V_rand, V_info, averaged over images. Default JSON
+    adds the ISBI 2012 scores: pixel error, Rand error, V_rand, V_info, averaged over images. With
+    `options.instances` it adds the object scores (`instance_metrics`): precision, recall, F1, DSB score,
+    AJI, panoptic quality and the object counts per image. Default JSON
     path: `evaluation_<folder name>.json` next to the checkpoint. `--split val` with no other flags scores
     exactly what the run's validation scored: same images, same inference, same integers.
     Under torchrun the images are shared out between the processes and rank 0 writes the report.
@@ -87,6 +89,9 @@ def evaluate(
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
         infer = (options or InferOptions()).applied_to(cfg)
+        if infer.instances and world.size > 1:
+            raise UnetkitError("object scores (--instances) are computed in one process; run evaluate without "
+                               "torchrun")
         if infer.em_scores and cfg.data.num_classes != 2:
             raise UnetkitError("EM scores need a binary boundary model; "
                                f"this one has {cfg.data.num_classes} classes")
@@ -96,13 +101,15 @@ def evaluate(
             print(warning, file=sys.stderr)
         scored = score_pairs(open_inference(predictor, cfg, infer), pairs, codec, cfg.data.channels,
                              loss_fn=evaluation_loss(cfg), weights=weight_cache(cfg.data), em_scores=infer.em_scores,
-                             keep_samples=3, rank=world.rank, world_size=world.size,
+                             instances=infer.instances, keep_samples=3, rank=world.rank, world_size=world.size,
                              progress=progress and world.main)
         matrix = scored.confusion.matrix
         report = scores(matrix, cfg.data.classes)
         name = split if split else Path(data or images or ".").resolve().name
         if scored.em is not None:
             report["em_scores"] = scored.em.result().as_dict()
+        if scored.objects is not None:
+            report["instance_scores"] = scored.objects.scores()
         report.update(loss=scored.loss, checkpoint=str(checkpoint), data=str(data) if data else name,
                       images=len(pairs), tta=infer.tta, threshold=infer.threshold, min_object_px=infer.min_object_px,
                       confusion_matrix=matrix.tolist())

@@ -74,6 +74,8 @@ class InferOptions:
     threshold: float | None = None
     min_object_px: int | None = None
     em_scores: bool | None = None
+    instances: bool | None = None
+    seed_threshold: float | None = None
     precision: str | None = None
     channels_last: bool | None = None
     compile: bool | None = None
@@ -81,6 +83,8 @@ class InferOptions:
     def applied_to(self, cfg: Config) -> InferConfig:
         """`cfg.infer` with the given options applied; a bad value is one line naming its flag."""
         given = {k: v for k, v in asdict(self).items() if v is not None}
+        if cfg.model.task == "instances":  # an instance model gives objects unless told not to
+            given.setdefault("instances", True)
         try:
             return InferConfig.model_validate({**cfg.infer.model_dump(), **given})
         except ValidationError as err:
@@ -93,7 +97,7 @@ def validation_settings(cfg: Config) -> InferConfig:
     """What validation during training runs with: the run's own `infer` settings (tiles, overlap, blend, TTA,
     precision, threshold), without compiling (a fresh copy of the network is scored every epoch) and without
     the slow EM scores. `evaluate` with no flags uses the same settings, so it reproduces validation exactly."""
-    return cfg.infer.model_copy(update={"compile": False, "em_scores": False})
+    return cfg.infer.model_copy(update={"compile": False, "em_scores": False, "instances": False})
 
 
 def build_chain(predictor: Fn, infer: InferConfig) -> Fn:
@@ -110,6 +114,7 @@ class Inference:
     fn: Fn
     data: DataConfig
     infer: InferConfig
+    task: str = "semantic"  # model.task: how its classes become objects (infer/instances.py)
 
     def bands(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
@@ -127,7 +132,7 @@ class Inference:
             pieces = iter([(0, classes_of(probs, infer.threshold).numpy().astype(np.uint8))])
         else:
             pieces = index_bands(self.fn, image, make_prepare(self.data, image), infer, probabilities=probabilities)
-        if cleans(height, width, infer.min_object_px):
+        if self.task == "semantic" and cleans(height, width, infer.min_object_px):  # instance models: objects
             pieces = iter([(0, remove_small_objects(assemble(pieces, (height, width)), infer.min_object_px))])
         yield from pieces
 
@@ -152,4 +157,4 @@ class Inference:
 
 def open_inference(predictor: Fn, cfg: Config, infer: InferConfig) -> Inference:
     """The inference of `predictor` (see `model_predictor`, `load_predictor`) under `cfg`'s normalization."""
-    return Inference(build_chain(predictor, infer), cfg.data, infer)
+    return Inference(build_chain(predictor, infer), cfg.data, infer, cfg.model.task)

@@ -1,8 +1,9 @@
 """Apply a trained model to image files and write masks the way the training data was encoded.
 
 Outputs per input `NAME.ext`: `NAME.png` (the mask in the dataset's own encoding: 0/255 stays 0/255, a
-palette stays a palette), optionally `NAME_overlay.png` (class colours over the image) and
-`NAME_probs.npy` (float16 class probabilities, (K, H, W), written as tiles finish).
+palette stays a palette), optionally `NAME_overlay.png` (class colours over the image, or object outlines),
+`NAME_probs.npy` (float16 class probabilities, (K, H, W), written as tiles finish), and with `infer.instances`
+`NAME_instances.png` + `NAME_objects.csv` (one label per object, `infer/instances.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from unetkit.data.writers import write_image, write_mask_rows
 from unetkit.distributed import barrier, distributed_session
 from unetkit.errors import UnetkitError
 from unetkit.infer.inference import Inference, InferOptions, load_predictor, open_inference
+from unetkit.infer.instances import contour_overlay, objects_from, write_objects
 from unetkit.infer.pictures import overlay
 
 
@@ -148,15 +150,27 @@ def _predict_one(inference: Inference, path: Path, out: Path, cfg: Config, codec
         if probabilities:
             shape = (cfg.data.num_classes, *image.shape[:2])
             probs = np.lib.format.open_memmap(probs_path, mode="w+", dtype=np.float16, shape=shape)
-        # the mask is encoded and written band by band; the whole index map is kept only for an overlay
-        index = np.empty(image.shape[:2], np.uint8) if overlays else None
-        bands = inference.bands(image, probs)
+        # the mask is encoded and written band by band; the whole index map is kept only for an overlay or
+        # objects (labelled after the bands are stitched, so no object is cut at a band border)
+        objects, infer = inference.infer.instances, inference.infer
+        index = np.empty(image.shape[:2], np.uint8) if overlays or objects else None
+        grows = objects and inference.task == "instances"  # an instance model grows them from probabilities
+        work = probs if probs is not None else (
+            np.empty((cfg.data.num_classes, *image.shape[:2]), np.float32) if grows else None)
+        bands = inference.bands(image, work)
         write_mask_rows(out / f"{path.stem}.png", image.shape[0], _encoded(bands, codec, index))
         if probs is not None:
             probs.flush()
         if index is not None:
             shown = to_unit(image, cfg.data.channels)  # (H, W, C) in [0, 1]
-            write_image(out / f"{path.stem}_overlay.png", overlay(shown, index, codec.colors()))
+            labels = objects_from(inference.task, index, work, infer.seed_threshold,
+                                  infer.min_object_px) if objects else None
+            if labels is not None:
+                write_objects(labels, shown, out, path.stem)
+            if overlays:
+                picture = contour_overlay(shown, labels) if labels is not None else overlay(shown, index,
+                                                                                            codec.colors())
+                write_image(out / f"{path.stem}_overlay.png", picture)
     except OSError as err:
         if probabilities:
             probs_path.unlink(missing_ok=True)

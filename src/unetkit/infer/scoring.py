@@ -21,6 +21,8 @@ from unetkit.data.weightmap import WeightMapCache
 from unetkit.distributed import all_sum
 from unetkit.em_scores import EMScoreAccumulator
 from unetkit.infer.inference import Inference
+from unetkit.infer.instances import objects_from, true_objects
+from unetkit.instance_metrics import InstanceScores
 from unetkit.losses import SegmentationLoss, WeightedCrossEntropy, loss_of_probabilities
 from unetkit.metrics import ConfusionMatrix
 
@@ -35,6 +37,7 @@ class Scored:
     loss: float | None = None  # mean over images of the configured loss (None when no loss was asked for)
     samples: list[Sample] = field(default_factory=list)
     em: EMScoreAccumulator | None = None
+    objects: InstanceScores | None = None  # object scores (`instances=True`)
 
 
 def _image_loss(loss_fn: SegmentationLoss, probs: np.ndarray, mask: np.ndarray, weight: np.ndarray | None) -> float:
@@ -54,6 +57,7 @@ def score_pairs(
     loss_fn: SegmentationLoss | None = None,
     weights: WeightMapCache | None = None,
     em_scores: bool = False,
+    instances: bool = False,
     keep_samples: int = 0,
     rank: int = 0,
     world_size: int = 1,
@@ -63,16 +67,19 @@ def score_pairs(
     """Segment every pair with `inference` and accumulate one confusion matrix (and loss, EM scores) over all.
 
     `weights` gives the border weight maps a `weighted_ce` loss needs; `keep_samples` keeps the first few
-    (image, truth, prediction) triples of this rank for pictures.
+    (image, truth, prediction) triples of this rank for pictures. `instances` also scores the predicted
+    objects against the true ones (`infer/instances.py`; one process only).
     """
     k = codec.num_classes
-    scored = Scored(ConfusionMatrix(k), em=EMScoreAccumulator() if em_scores else None)
+    scored = Scored(ConfusionMatrix(k), em=EMScoreAccumulator() if em_scores else None,
+                    objects=InstanceScores() if instances else None)
     total = 0.0
     if loss_fn is None or not any(isinstance(t, WeightedCrossEntropy) for t in loss_fn.terms):
         weights = None  # the border maps cost time and only `weighted_ce` reads them
     for pair in tqdm(pairs[rank::world_size], desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
         image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) uint8 class indices
-        probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None else None
+        grows = instances and inference.task == "instances"  # its objects are grown from the probabilities
+        probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None or grows else None
         pred = inference.segment(image, probs)  # (H, W) uint8
         scored.confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
         if loss_fn is not None and probs is not None:
@@ -80,6 +87,10 @@ def score_pairs(
             total += _image_loss(loss_fn, probs, mask, weight)
         if scored.em is not None:
             scored.em.update(mask == 1, pred == 1)
+        if scored.objects is not None:
+            infer = inference.infer
+            scored.objects.update(true_objects(pair[1], mask, codec.encoding),
+                                  objects_from(inference.task, pred, probs, infer.seed_threshold, infer.min_object_px))
         if len(scored.samples) < keep_samples:
             scored.samples.append((image.transpose(2, 0, 1), mask, pred))
     scored.confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once

@@ -40,6 +40,7 @@ class Layout:
     train: str  # relative folder holding images/ and masks/
     val: str | None = None
     test: str | None = None
+    masks: str = "masks"  # the label folder in each: "instances" when train/ has instance label images
 
 
 @dataclass
@@ -106,7 +107,11 @@ def locate(data: Path) -> Layout:
     if train is None:
         raise UnetkitError(f"{data}: expected train/images and train/masks (or images/ and masks/) inside; "
                            "see the README's \"Your own data\"")
-    return Layout(data, train, pair("val"), pair("test"))
+    instances = (data / train / "instances").is_dir()  # one label per object: plan an instance model
+    val, test = pair("val"), pair("test")
+    if instances:
+        val, test = (sub if sub and (data / sub / "instances").is_dir() else None for sub in (val, test))
+    return Layout(data, train, val, test, "instances" if instances else "masks")
 
 
 def make_plan(data: str | Path, minutes: float = 10.0, device: str = "auto",
@@ -118,7 +123,7 @@ def make_plan(data: str | Path, minutes: float = 10.0, device: str = "auto",
     device = planning_device(device)
     layout = locate(Path(data))
     say(f"fingerprinting {layout.root / layout.train} ...")
-    fp = fingerprint(layout.root / layout.train, ignore=parse_ignore(ignore))
+    fp = fingerprint(layout.root / layout.train, masks=layout.masks, ignore=parse_ignore(ignore))
     for line in describe(fp):
         say(f"  {line}")
     plan = Plan(layout, fp, minutes, device)

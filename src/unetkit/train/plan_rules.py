@@ -30,6 +30,7 @@ TTA_SHARE = 0.05  # of the budget that judging flip TTA after training may take
 CPU_CROP, GPU_CROP = 256, 512
 MIN_SCALE, MIN_THICKNESS = 0.25, 8.0  # reduced resolution: at most 4x, and thin classes keep 8 px
 WHOLE_CPU, WHOLE_GPU = 1024, 2048  # longest image side predicted in one pass
+REGIONS_PER_WALL = 10  # a boundary map: the background falls into 10x more regions than the boundary class
 LIGHT_AUGMENT = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_fullname__": "VerticalFlip", "p": 0.5},
                  {"__class_fullname__": "RandomRotate90", "p": 0.5},
                  {"__class_fullname__": "RandomBrightnessContrast", "brightness_limit": 0.15, "contrast_limit": 0.15,
@@ -52,18 +53,20 @@ def layout_choices(plan: Plan) -> None:
     prefix = f"{layout.train}/" if layout.train else ""
     plan.add("data.root", str(layout.root), "the dataset folder given")
     plan.add("data.train_images", f"{prefix}images", "training images")
-    plan.add("data.train_masks", f"{prefix}masks", "their masks, paired by file name")
+    labels = layout.masks
+    plan.add("data.train_masks", f"{prefix}{labels}", "their masks, paired by file name" if labels == "masks" else
+             "instance label images (one value per object), paired by file name")
     if layout.val:
         plan.add("data.val_images", f"{layout.val}/images", "a val/ folder was given: checkpoints and the choices "
                  "after training are judged on it")
-        plan.add("data.val_masks", f"{layout.val}/masks", "its masks")
+        plan.add("data.val_masks", f"{layout.val}/{labels}", "its masks")
     else:
         plan.add("data.val_fraction", 0.2, f"no val/ folder: {max(1, round(0.2 * fp.num_images))} of "
                  f"{fp.num_images} training images are held out to judge checkpoints and the choices after training")
     if layout.test:
         plan.add("data.test_images", f"{layout.test}/images", "a test/ folder: only `evaluate --split test` uses it")
-        plan.add("data.test_masks", f"{layout.test}/masks", "its masks")
-        test_mask, reason = test_mask_for(fp, layout.root / layout.test)
+        plan.add("data.test_masks", f"{layout.test}/{labels}", "its masks")
+        test_mask, reason = test_mask_for(fp, layout.root / layout.test) if labels == "masks" else (None, "")
         if test_mask is not None:
             plan.add("data.test_mask", test_mask, reason)
     plan.add("data.channels", fp.channels, "gray images" if fp.channels == 1 else "colour images")
@@ -164,7 +167,29 @@ def recipe_choices(plan: Plan) -> None:
     plan.add("optim.lr", 1e-3, "the usual Adam rate for U-Nets from scratch")
     plan.add("optim.schedule", "cosine", "annealed to 0 by the end of the budget")
     plan.add("train.monitor", "miou", "best.pt = the validation with the highest mIoU")
+    if plan.fingerprint.mask.get("encoding") == "instances":
+        plan.add("model.task", "instances", "instance label images: the network learns background / interior / "
+                 "boundary and objects are grown from the interiors, so touching objects stay apart")
     plan.add("infer.tta", "none", "unless train.choose finds that flips pay")
+    walls = _boundary_map(plan.fingerprint)
+    if walls:
+        plan.add("train.choose_by", "regions", walls)
+
+
+def _boundary_map(fp: Any) -> str | None:
+    """Why the binary masks are a boundary map (class 1 a thin network that cuts the background into many
+    regions, as membranes between cells), or None. There the regions are what the user gets, so the choices
+    after training are judged by the Rand error of the regions rather than by pixel IoU."""
+    if len(fp.classes) != 2:
+        return None
+    inside, wall = fp.classes
+    if inside.objects_per_image < REGIONS_PER_WALL * max(wall.objects_per_image, 1.0):
+        return None
+    if wall.thickness <= 0 or wall.thickness > inside.diameter / 4:
+        return None
+    return (f"{wall.name} is a thin network ({wall.thickness:.0f} px thick, {wall.objects_per_image:.1f} regions "
+            f"per image) that cuts {inside.name} into {inside.objects_per_image:.0f} regions per image: a boundary "
+            "map, so threshold and object size are judged by the Rand error of the regions, not by pixel IoU")
 
 
 def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> None:
@@ -270,8 +295,8 @@ def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
     task one pass to hold the probabilities and about as long again to score every threshold and object size
     on them, four more passes for judging flips, unless that would take over 5% of the budget (a model that
     needs so long to judge its TTA would need 4x as long for every prediction)."""
-    binary = len(plan.fingerprint.classes) == 2
-    choose = ["threshold", "min_object"] if binary else []
+    binary = len(plan.fingerprint.classes) == 2 or plan.fingerprint.mask.get("encoding") == "instances"
+    choose = ["threshold", "min_object"] if binary else []  # an instance model's threshold seeds its objects
     seconds = 2 * val_seconds if binary else 0.0
     if 4 * val_seconds <= TTA_SHARE * 60 * plan.minutes:
         choose.append("tta")
