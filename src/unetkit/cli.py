@@ -195,6 +195,11 @@ def _data_inspect(args: argparse.Namespace) -> None:
     from unetkit.data.inspect import format_inspection, inspect_folder
 
     print(format_inspection(inspect_folder(Path(args.dir), images=args.images, masks=args.masks)))
+    instances = Path(args.dir) / "instances"
+    if instances.is_dir():  # instance label images beside the masks
+        from unetkit.data.instance_labels import format_instance_facts, instance_facts
+
+        print(format_instance_facts(instance_facts(sorted(p for p in instances.iterdir() if p.is_file()))))
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -87,3 +87,31 @@ def test_the_dsb_score_rewards_parting_touching_cells() -> None:
     parted.update(labels, labels)
     # a merged pair's blob overlaps its larger disc by IoU ~0.52: a hit only at the 0.5 threshold
     assert merged.scores()["dsb_score"] < 0.1 and parted.scores()["dsb_score"] == 1.0
+
+
+def test_inspect_counts_objects_and_how_many_touch(tmp_path: Path, capsys) -> None:  # noqa: ANN001 - capsys
+    from unetkit.cli import main
+    from unetkit.data.instance_labels import touching_pairs
+
+    labels = _two_squares()
+    labels[0:3, 26:29] = 5  # a third object, apart
+    assert touching_pairs(labels) == {(7, 300)}
+    make_touching_dataset(tmp_path / "cells", count=2)  # 3 touching pairs per image
+    assert main(["data", "inspect", str(tmp_path / "cells")]) == 0
+    assert "6.0 objects per image (over 2 images)" in capsys.readouterr().out
+    assert "100.0% of objects touch another" in format_facts(tmp_path / "cells")
+
+
+def format_facts(root: Path) -> str:
+    from unetkit.data.instance_labels import format_instance_facts, instance_facts
+
+    return format_instance_facts(instance_facts(sorted((root / "instances").iterdir())))
+
+
+def test_the_papers_border_weight_falls_on_the_rings_between_touching_objects() -> None:
+    from unetkit.data.weightmap import border_weight_map
+
+    target = MaskCodec(MaskConfig(encoding="instances"), 3).decode(_two_squares())
+    weights = border_weight_map(target, object_classes=[1], num_classes=3, class_weights=np.ones(3, np.float32))
+    between, outside = weights[9, 12:14].min(), weights[9, 1]  # the shared rings; background by one object only
+    assert between > 5 and outside < 2

@@ -179,3 +179,7 @@ def test_an_instances_folder_plans_an_instance_model(tmp_path: Path, fast_timing
     assert plan.value("data.classes") == ["background", "interior", "boundary"]
     assert plan.value("train.choose")[:2] == ["threshold", "min_object"]  # the seed threshold and object size
     assert plan.config().data.mask.encoding == "instances"
+    import shutil
+
+    shutil.rmtree(tmp_path / "d" / "train" / "masks")  # instance labels alone are enough
+    assert make_plan(tmp_path / "d", 5, "cpu", say=_silent).value("data.train_masks") == "train/instances"

@@ -139,6 +139,31 @@ def predict(
         return [out / f"{path.stem}.png" for path in files]
 
 
+SCRATCH_PIXELS = 16 * 2**20  # an instance model's probabilities over this many pixels go to a temporary file
+
+
+def _scratch(shape: tuple[int, int, int], out: Path) -> np.ndarray:
+    """(K, H, W) probabilities for growing objects: float32 in memory, float16 in a temporary file (deleted
+    when released) for images over SCRATCH_PIXELS, so large images keep the memory bound."""
+    if shape[1] * shape[2] <= SCRATCH_PIXELS:
+        return np.empty(shape, np.float32)
+    return np.memmap(tempfile.TemporaryFile(dir=out), dtype=np.float16, mode="w+", shape=shape)
+
+
+def _objects_and_overlay(inference: Inference, shown: np.ndarray, index: np.ndarray, probs: np.ndarray | None,
+                         stem: Path, codec: MaskCodec, overlays: bool) -> None:
+    """With `infer.instances` write STEM_instances + STEM_objects.csv; with `overlays` STEM_overlay.png (object
+    outlines, or class colours). `shown` (H, W, C) in [0, 1], `index` (H, W) classes, `probs` (K, H, W)."""
+    infer = inference.infer
+    labels = objects_from(inference.task, index, probs, infer.seed_threshold,
+                          infer.min_object_px) if infer.instances else None
+    if labels is not None:
+        write_objects(labels, shown, stem.parent, stem.name)
+    if overlays:
+        picture = contour_overlay(shown, labels) if labels is not None else overlay(shown, index, codec.colors())
+        write_image(stem.parent / f"{stem.name}_overlay.png", picture)
+
+
 def _predict_one(inference: Inference, path: Path, out: Path, cfg: Config, codec: MaskCodec, overlays: bool,
                  probabilities: bool) -> None:
     """Write `NAME.png` (and with the options `NAME_probs.npy`, `NAME_overlay.png`) for one image; a failed write
@@ -152,25 +177,17 @@ def _predict_one(inference: Inference, path: Path, out: Path, cfg: Config, codec
             probs = np.lib.format.open_memmap(probs_path, mode="w+", dtype=np.float16, shape=shape)
         # the mask is encoded and written band by band; the whole index map is kept only for an overlay or
         # objects (labelled after the bands are stitched, so no object is cut at a band border)
-        objects, infer = inference.infer.instances, inference.infer
+        objects = inference.infer.instances
         index = np.empty(image.shape[:2], np.uint8) if overlays or objects else None
         grows = objects and inference.task == "instances"  # an instance model grows them from probabilities
-        work = probs if probs is not None else (
-            np.empty((cfg.data.num_classes, *image.shape[:2]), np.float32) if grows else None)
+        work = probs if probs is not None or not grows else _scratch((cfg.data.num_classes, *image.shape[:2]), out)
         bands = inference.bands(image, work)
         write_mask_rows(out / f"{path.stem}.png", image.shape[0], _encoded(bands, codec, index))
         if probs is not None:
             probs.flush()
         if index is not None:
-            shown = to_unit(image, cfg.data.channels)  # (H, W, C) in [0, 1]
-            labels = objects_from(inference.task, index, work, infer.seed_threshold,
-                                  infer.min_object_px) if objects else None
-            if labels is not None:
-                write_objects(labels, shown, out, path.stem)
-            if overlays:
-                picture = contour_overlay(shown, labels) if labels is not None else overlay(shown, index,
-                                                                                            codec.colors())
-                write_image(out / f"{path.stem}_overlay.png", picture)
+            _objects_and_overlay(inference, to_unit(image, cfg.data.channels), index, work, out / path.stem, codec,
+                                 overlays)
     except OSError as err:
         if probabilities:
             probs_path.unlink(missing_ok=True)

@@ -99,19 +99,17 @@ def locate(data: Path) -> Layout:
     """Where the training (and validation, test) images and masks of DATA are; one line when it is neither."""
     data = Path(data).resolve()
 
-    def pair(sub: str) -> str | None:
+    def pair(sub: str, labels: tuple[str, ...] = ("masks", "instances")) -> str | None:
         folder = data / sub if sub else data
-        return sub if (folder / "images").is_dir() and (folder / "masks").is_dir() else None
+        labelled = any((folder / name).is_dir() for name in labels)
+        return sub if (folder / "images").is_dir() and labelled else None
 
     train = pair("train") or pair("")
     if train is None:
-        raise UnetkitError(f"{data}: expected train/images and train/masks (or images/ and masks/) inside; "
-                           "see the README's \"Your own data\"")
-    instances = (data / train / "instances").is_dir()  # one label per object: plan an instance model
-    val, test = pair("val"), pair("test")
-    if instances:
-        val, test = (sub if sub and (data / sub / "instances").is_dir() else None for sub in (val, test))
-    return Layout(data, train, val, test, "instances" if instances else "masks")
+        raise UnetkitError(f"{data}: expected train/images and train/masks or train/instances (or images/ and "
+                           "masks/) inside; see the README's \"Your own data\"")
+    labels = "instances" if (data / train / "instances").is_dir() else "masks"  # instances: an instance model
+    return Layout(data, train, pair("val", (labels,)), pair("test", (labels,)), labels)
 
 
 def make_plan(data: str | Path, minutes: float = 10.0, device: str = "auto",
