@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unetkit.instance_metrics import InstanceScores, iou_table, match
+from unetkit.instance_metrics import InstanceScores, _ids_and_index, iou_table, match
 
 
 def _case() -> tuple[np.ndarray, np.ndarray]:
@@ -59,3 +59,20 @@ def test_iou_table_and_a_threshold_that_is_not_reached() -> None:
     assert iou.shape == (6, 5) and t_area.tolist() == [100] * 6 and sorted(p_area.tolist()) == [50, 50, 100, 100, 200]
     assert len(match(iou, 0.5)[0]) == 2
     assert len(match(iou, 0.45)[0]) == 4  # at 0.45 also one half of C, and D or E with the blob
+
+
+@pytest.mark.parametrize("offset", [0, 10**12])  # compact ids are counted, huge ones sorted: the same table
+def test_object_ids_are_found_as_sorting_finds_them(offset: int) -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.choice(np.array([0, 3, 7, 8], np.int64), size=(20, 30))
+    pred = rng.choice(np.array([0, 2, 5], np.int64), size=(20, 30))
+    truth[truth > 0] += offset
+    ids, index = _ids_and_index(truth)
+    expected_ids, expected_index = np.unique(truth, return_inverse=True)
+    assert np.array_equal(ids, expected_ids) and np.array_equal(index, expected_index.ravel())
+    iou, inter, t_area, p_area = iou_table(truth, pred)
+    for i, t in enumerate(expected_ids[1:]):
+        for j, p in enumerate((2, 5)):
+            both = ((truth == t) & (pred == p)).sum()
+            assert inter[i, j] == both and iou[i, j] == pytest.approx(both / ((truth == t) | (pred == p)).sum())
+    assert list(t_area) == [(truth == t).sum() for t in expected_ids[1:]]

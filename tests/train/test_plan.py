@@ -183,3 +183,20 @@ def test_an_instances_folder_plans_an_instance_model(tmp_path: Path, fast_timing
 
     shutil.rmtree(tmp_path / "d" / "train" / "masks")  # instance labels alone are enough
     assert make_plan(tmp_path / "d", 5, "cpu", say=_silent).value("data.train_masks") == "train/instances"
+
+
+def test_growing_objects_after_training_is_taken_from_the_training_time(tmp_path: Path, fast_timing: dict,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetkit.data.touching import make_touching_dataset
+    from unetkit.infer.choices import OBJECT_SIZES, THRESHOLDS
+
+    make_touching_dataset(tmp_path / "d" / "train", count=10)
+    minutes = {}
+    for per_image in (0.0, 1.0):  # seconds to grow and score one validation image's objects
+        monkeypatch.setattr(plan_rules, "time_objects", lambda pairs, codec, s=per_image: s)
+        plan = make_plan(tmp_path / "d", 5, "cpu", say=_silent)
+        minutes[per_image] = plan.value("train.max_minutes")
+        val_images = len(plan.config().data.val_files or []) or round(10 * plan.config().data.val_fraction)
+    candidates = len(THRESHOLDS) + len(OBJECT_SIZES) + 2  # seed thresholds, object sizes, then with flips
+    assert plan.object_seconds == pytest.approx(val_images * 1.0)
+    assert 60 * (minutes[0.0] - minutes[1.0]) == pytest.approx(candidates * val_images * 1.0, abs=1.0)

@@ -20,6 +20,7 @@ from unetkit.config import DataConfig
 from unetkit.data.class_weights import ClassPixelCounts
 from unetkit.data.intensity import stretch_whole
 from unetkit.data.io import list_images, read_image, read_raw
+from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
 from unetkit.data.resample import shrink_image, shrink_mask
 from unetkit.data.sampler import seed_pipeline
@@ -104,9 +105,14 @@ def test_pairs(cfg: DataConfig) -> list[Pair]:
     return pair_files(cfg.path(cfg.test_images), cfg.path(cfg.test_masks))
 
 
-def load_pair(pair: Pair, channels: int, codec: MaskCodec) -> tuple[np.ndarray, np.ndarray]:
-    """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices."""
+def load_pair(pair: Pair, channels: int, codec: MaskCodec, masks: DecodedMasks | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices. With `masks`
+    the mask is decoded once and kept there (read-only) for the next call."""
     image = read_image(pair[0], channels)
+    cached = masks.get(pair[1]) if masks is not None else None
+    if cached is not None:
+        return image, cached
     raw = read_raw(pair[1])
     try:
         mask = codec.decode(raw, str(pair[1]))
@@ -115,7 +121,7 @@ def load_pair(pair: Pair, channels: int, codec: MaskCodec) -> tuple[np.ndarray, 
     if image.shape[:2] != mask.shape[:2]:
         raise UnetkitError(f"{pair[1]}: mask is {mask.shape[1]}x{mask.shape[0]} but image {pair[0].name} is "
                            f"{image.shape[1]}x{image.shape[0]} (width x height); masks must match their images")
-    return image, mask
+    return image, (masks.put(pair[1], mask) if masks is not None else mask)
 
 
 def _distinct(raw: np.ndarray, limit: int) -> int:
@@ -145,12 +151,14 @@ def swap_hint(pair: Pair, raw_mask: np.ndarray) -> str | None:
             "a mask; check the masks folder (unetkit data inspect DIR shows what it holds)")
 
 
-def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> ClassPixelCounts:
+def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec, masks: DecodedMasks | None = None
+               ) -> ClassPixelCounts:
     """Read every pair once, so bad files fail before training starts; returns the masks' class statistics,
-    from which class weights are computed without reading the masks a second time."""
+    from which class weights are computed without reading the masks a second time. With `masks` the decoded
+    masks are kept there for training."""
     total = ClassPixelCounts.zeros(codec.num_classes)
     for pair in pairs:
-        _, mask = load_pair(pair, channels, codec)
+        _, mask = load_pair(pair, channels, codec, masks)
         total = total + ClassPixelCounts.of_mask(mask, codec.num_classes)
     return total
 
@@ -161,7 +169,8 @@ class FolderDataset(Dataset):
     Items are dicts: `image` (C, H, W) float32 normalized, `mask` (H, W) int64 class indices with
     IGNORE_INDEX for ignored pixels, and with `weights` given, `weight` (H, W) float32: the paper's border
     weight map, computed once per mask and transformed with it. With `repeats > 1` each image is visited
-    that many times per epoch, which is how several random crops per image are drawn. `per_image` stretches
+    that many times per epoch, which is how several random crops per image are drawn. `masks` keeps the
+    decoded masks between epochs (`DecodedMasks`). `per_image` stretches
     each whole image by its own intensity range before the transform (`data.normalize: image`); `scale` < 1
     shrinks image and mask first (`data.scale`).
     """
@@ -177,6 +186,7 @@ class FolderDataset(Dataset):
         transform: Callable[..., dict] | None = None,
         repeats: int = 1,
         weights: WeightMapCache | None = None,
+        masks: DecodedMasks | None = None,
         per_image: bool = False,
         scale: float = 1.0,
     ) -> None:
@@ -190,6 +200,7 @@ class FolderDataset(Dataset):
         self.transform = transform
         self.repeats = repeats
         self.weights = weights
+        self.masks = masks
         self.per_image = per_image
         self.scale = scale
 
@@ -202,7 +213,7 @@ class FolderDataset(Dataset):
         if isinstance(index, tuple):
             index, seed = index
         pair = self.pairs[index % len(self.pairs)]
-        image, mask = load_pair(pair, self.channels, self.codec)
+        image, mask = load_pair(pair, self.channels, self.codec, self.masks)
         image, mask = shrink_image(image, self.scale), shrink_mask(mask, self.scale)
         targets = {"image": stretch_whole(image) if self.per_image else image, "mask": mask}
         if self.weights is not None:
@@ -212,7 +223,7 @@ class FolderDataset(Dataset):
                 seed_pipeline(self.transform, seed)
             targets = self.transform(**targets)
         item = {"image": torch.from_numpy(np.ascontiguousarray(targets["image"].transpose(2, 0, 1), np.float32)),
-                "mask": torch.from_numpy(np.ascontiguousarray(targets["mask"])).long()}
+                "mask": torch.from_numpy(np.asarray(targets["mask"]).astype(np.int64))}  # a new array
         if "weight" in targets:
             item["weight"] = torch.from_numpy(np.ascontiguousarray(targets["weight"], np.float32))
         return item

@@ -12,12 +12,17 @@ import statistics
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from unetkit.config import Config
 from unetkit.data.dataset import FolderDataset, Pair
+from unetkit.data.io import read_raw
+from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MaskCodec
 from unetkit.data.transforms import train_transform
+from unetkit.infer.instances import grow_objects, true_objects
+from unetkit.instance_metrics import InstanceScores
 from unetkit.losses import build_loss
 from unetkit.models.build import build_model
 from unetkit.train.loop import StepOptions, train_one_epoch, validate
@@ -63,16 +68,32 @@ def time_training_step(cfg: Config, device: torch.device, steps: int = 3) -> flo
 
 def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: int = 6) -> float:
     """Median seconds to read, crop and augment one training sample in this process (what a step waits for
-    with `data.num_workers: 0`)."""
+    with `data.num_workers: 0`), with the masks already decoded, as training has them after its scan."""
     dataset = FolderDataset(pairs=list(pairs), channels=cfg.data.channels, codec=codec,
                             transform=train_transform(cfg.data), per_image=cfg.data.normalize == "image",
-                            scale=cfg.data.scale)
+                            scale=cfg.data.scale, masks=DecodedMasks())
+    for i in range(min(samples, len(dataset))):
+        dataset[(i, i)]  # decodes and keeps the mask, as the scan before training does
     times = []
     for i in range(samples):
         began = time.perf_counter()
         dataset[(i % len(dataset), i)]
         times.append(time.perf_counter() - began)
     return statistics.median(times)
+
+
+def time_objects(pairs: Sequence[Pair], codec: MaskCodec, samples: int = 2) -> float:
+    """Seconds per image to grow an instance model's objects and score them (DSB), which the choices after
+    training repeat for every seed threshold and object size. Timed on probabilities made from the true
+    background / interior / boundary of up to `samples` validation images, so the objects are as many and as
+    large as a trained model's (an untrained network's noise would grow other objects)."""
+    chosen = [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
+    began = time.perf_counter()
+    for pair in chosen:
+        target = codec.decode(read_raw(pair[1]), str(pair[1]))  # (H, W) classes 0, 1, 2
+        probs = np.eye(3, dtype=np.float32)[target].transpose(2, 0, 1)  # (3, H, W)
+        InstanceScores().update(true_objects(pair[1], target, codec.encoding), grow_objects(probs))
+    return (time.perf_counter() - began) / max(len(chosen), 1)
 
 
 def time_validation(cfg: Config, device: torch.device, pairs: Sequence[Pair], codec: MaskCodec,

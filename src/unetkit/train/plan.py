@@ -51,6 +51,7 @@ class Plan:
     device: str
     choices: list[Choice] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)  # what was measured, for the header
+    object_seconds: float = 0.0  # an instance model: growing and scoring the validation images' objects once
 
     def add(self, key: str, value: Any, reason: str) -> None:
         self.choices = [c for c in self.choices if c.key != key] + [Choice(key, value, reason)]

@@ -13,7 +13,8 @@ from unetkit.config import Config, config_from_dict
 from unetkit.data.dataset import dataset_pairs
 from unetkit.data.fingerprint import test_mask_for
 from unetkit.data.masks import MaskCodec
-from unetkit.train.measure import time_loading, time_training_step, time_validation
+from unetkit.infer.choices import OBJECT_SIZES, THRESHOLDS
+from unetkit.train.measure import time_loading, time_objects, time_training_step, time_validation
 
 if TYPE_CHECKING:
     from unetkit.train.plan import Plan
@@ -212,8 +213,10 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     pairs, val = dataset_pairs(base.data)
     codec = MaskCodec(base.data.mask, base.data.num_classes)
     load = time_loading(base, pairs[:8], codec)
-    val_seconds = len(val) * time_validation(base, device, val, codec)
-    val_seconds, train_images = _cut_validation(plan, val_seconds, len(pairs), len(val))
+    whole = len(val) * time_validation(base, device, val, codec)
+    val_seconds, train_images = _cut_validation(plan, whole, len(pairs), len(val))
+    if base.model.task == "instances":  # the validation images kept, as _cut_validation scaled val_seconds
+        plan.object_seconds = len(val) * time_objects(val, codec) * val_seconds / max(whole, 1e-9)
     scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
     width_steps = {WIDTHS[0]: fastest}
     for width in WIDTHS[1:]:
@@ -293,17 +296,21 @@ def _cut_validation(plan: Plan, val_seconds: float, train_images: int, val_image
 def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
     """What to choose on the validation images after training, and the seconds that costs: for a binary
     task one pass to hold the probabilities and about as long again to score every threshold and object size
-    on them, four more passes for judging flips, unless that would take over 5% of the budget (a model that
+    on them (an instance model also grows and scores its objects for every candidate: `plan.object_seconds`
+    each), four more passes for judging flips, unless that would take over 5% of the budget (a model that
     needs so long to judge its TTA would need 4x as long for every prediction)."""
     binary = len(plan.fingerprint.classes) == 2 or plan.fingerprint.mask.get("encoding") == "instances"
     choose = ["threshold", "min_object"] if binary else []  # an instance model's threshold seeds its objects
     seconds = 2 * val_seconds if binary else 0.0
-    if 4 * val_seconds <= TTA_SHARE * 60 * plan.minutes:
+    # an instance model grows and scores its objects at every seed threshold and object size, then twice for TTA
+    seconds += plan.object_seconds * (len(THRESHOLDS) + len(OBJECT_SIZES))
+    flips = 4 * val_seconds + 2 * plan.object_seconds
+    if flips <= TTA_SHARE * 60 * plan.minutes:
         choose.append("tta")
-        seconds += 4 * val_seconds
-        why = f"flips judged in ~{4 * val_seconds:.0f}s"
+        seconds += flips
+        why = f"flips judged in ~{flips:.0f}s"
     else:
-        why = f"flips not judged: {4 * val_seconds:.0f}s would exceed {TTA_SHARE:.0%} of the budget"
+        why = f"flips not judged: {flips:.0f}s would exceed {TTA_SHARE:.0%} of the budget"
     plan.add("train.choose", choose, f"decided on the validation images after training, never on test; {why}")
     return choose, seconds
 

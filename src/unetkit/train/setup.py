@@ -22,6 +22,7 @@ from unetkit.config import Config, save_config
 from unetkit.data.class_weights import class_weights
 from unetkit.data.dataset import FolderDataset, Pair, dataset_pairs, scan_pairs
 from unetkit.data.io import set_pixel_limit
+from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MaskCodec
 from unetkit.data.sampler import EpochSampler, worker_init
 from unetkit.data.transforms import default_augment, train_transform
@@ -85,6 +86,7 @@ class RunData:
     train_pairs: list[Pair]
     val_pairs: list[Pair]
     weights: WeightMapCache | None  # the paper's border weight maps, when the loss uses them
+    masks: DecodedMasks  # the training masks, decoded once by the scan
 
 
 def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
@@ -94,13 +96,14 @@ def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
     codec = MaskCodec(data.mask, data.num_classes)
     set_pixel_limit(data.max_image_pixels)
     train_pairs, val_pairs = dataset_pairs(data)
-    train_counts = scan_pairs(train_pairs, data.channels, codec)
+    masks = DecodedMasks()
+    train_counts = scan_pairs(train_pairs, data.channels, codec, masks)
     scan_pairs(val_pairs, data.channels, codec)
     if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
         method = cfg.loss.class_weights
         cfg.loss.class_weights = [round(float(w), 6) for w in class_weights(train_counts, method)]
         say(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
-    return RunData(codec, train_pairs, val_pairs, weight_cache(data))
+    return RunData(codec, train_pairs, val_pairs, weight_cache(data), masks)
 
 
 def build_network(cfg: Config, pretrained: bool) -> nn.Module:
@@ -133,7 +136,7 @@ def make_loader(cfg: Config, run_data: RunData, margin: int, world: World, devic
     `margin` is the network's border loss per side (crops of a valid network keep their context)."""
     data = cfg.data
     train_set = FolderDataset(pairs=run_data.train_pairs, channels=data.channels, codec=run_data.codec,
-                              weights=run_data.weights, transform=train_transform(data, margin),
+                              weights=run_data.weights, masks=run_data.masks, transform=train_transform(data, margin),
                               repeats=data.crops_per_image, per_image=data.normalize == "image", scale=data.scale)
     sampler = EpochSampler(len(train_set), cfg.train.seed, batch_size=data.batch_size, rank=world.rank,
                            world_size=world.size)
