@@ -10,12 +10,12 @@ import numpy as np
 from PIL import Image
 
 from unetkit.cli import main
-from unetkit.config import InferConfig, MaskConfig
+from unetkit.config import InferConfig, MaskConfig, config_from_dict
 from unetkit.data.dataset import pair_files
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
 from unetkit.infer.inference import InferOptions
-from unetkit.infer.instances import objects_of, true_objects
+from unetkit.infer.instances import object_rule, objects_from, objects_of, true_objects
 from unetkit.infer.predict import predict
 from unetkit.infer.scoring import score_pairs
 
@@ -28,6 +28,21 @@ def test_objects_are_4_connected_components_of_each_class() -> None:
     labels = objects_of(classes)
     assert labels.max() == 4 and labels[0, 0] != labels[1, 1] and labels[3, 2] != labels[3, 3]
     assert (labels[classes == 0] == 0).all()
+
+
+def test_a_boundary_maps_objects_are_the_regions_it_encloses(tmp_path: Path) -> None:
+    membranes = np.zeros((7, 9), np.uint8)
+    membranes[3, :] = 1  # one wall across: two cells above and below it
+    membranes[:3, 4] = 1  # the upper cell cut in two
+    cfg = config_from_dict({"data": {"classes": ["cell", "membrane"]}, "train": {"choose_by": "regions"}})
+    assert object_rule(cfg) == "regions"
+    assert object_rule(config_from_dict({"data": {"classes": ["bg", "cell"]}})) == "components"
+    regions = objects_from("regions", membranes, None)
+    assert regions.max() == 3 and (regions[membranes == 1] == 0).all()
+    assert len({regions[0, 0], regions[0, 8], regions[6, 0]}) == 3 and regions[6, 0] == regions[6, 8]
+    mask_path = tmp_path / "masks" / "a.png"  # no instances/ folder beside: the truth is taken the same way
+    assert np.array_equal(true_objects(mask_path, membranes, "binary", "regions"), regions)
+    assert true_objects(mask_path, membranes, "binary").max() == 1  # components: the wall network itself
 
 
 def test_predict_writes_labels_a_table_and_outlines_and_bands_do_not_cut_objects(tiny_checkpoint: Path,
@@ -62,6 +77,7 @@ class Exact:
     """A stand-in inference that predicts the true foreground exactly (two touching squares as one blob)."""
 
     task = "semantic"
+    objects = "components"
     infer = InferConfig()
 
     def segment(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> np.ndarray:

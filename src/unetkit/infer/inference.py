@@ -30,6 +30,7 @@ from unetkit.errors import UnetkitError
 from unetkit.infer.cleanup import cleans, remove_small_objects
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
+from unetkit.infer.instances import ObjectRule, object_rule
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.predictor import Fn, Predictor, classes_of, configure_speed, predict_whole
 from unetkit.infer.tiled import assemble, index_bands
@@ -114,7 +115,8 @@ class Inference:
     fn: Fn
     data: DataConfig
     infer: InferConfig
-    task: str = "semantic"  # model.task: how its classes become objects (infer/instances.py)
+    task: str = "semantic"  # model.task
+    objects: ObjectRule = "components"  # how its classes become objects (`infer.instances.object_rule`)
 
     def bands(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
@@ -157,4 +159,4 @@ class Inference:
 
 def open_inference(predictor: Fn, cfg: Config, infer: InferConfig) -> Inference:
     """The inference of `predictor` (see `model_predictor`, `load_predictor`) under `cfg`'s normalization."""
-    return Inference(build_chain(predictor, infer), cfg.data, infer, cfg.model.task)
+    return Inference(build_chain(predictor, infer), cfg.data, infer, cfg.model.task, object_rule(cfg))

@@ -2,7 +2,9 @@
 
 A semantic model's objects are the 4-connected components of its non-background classes (class 0 is the
 background): the baseline a user has without an instance model. Two objects that touch in the prediction
-become one, which is what the instance scores (`instance_metrics`) then show.
+become one, which is what the instance scores (`instance_metrics`) then show. A boundary map (binary masks
+whose class 1 is a thin network, as EM membranes; `train.choose_by: regions`) is the other way round: its
+objects are the regions the network encloses, the 4-connected components of class 0.
 
 An instance model (`model.task: instances`) predicts background / interior / boundary. Its objects are grown
 from seeds: the 4-connected regions where p(interior) > `infer.seed_threshold`, each grown by watershed
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from skimage.measure import label, regionprops_table
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 
 from unetkit.atomic import atomic_write
+from unetkit.config import Config
 from unetkit.data.io import read_raw
 from unetkit.data.writers import write_mask_rows
 from unetkit.errors import UnetkitError
@@ -57,21 +61,36 @@ def grow_objects(probs: np.ndarray, seed_threshold: float = 0.5, min_object_px: 
     return relabel_sequential(labels)[0].astype(np.int32)
 
 
-def objects_from(task: str, classes: np.ndarray, probs: np.ndarray | None, seed_threshold: float = 0.5,
+ObjectRule = Literal["grown", "regions", "components"]
+
+
+def object_rule(cfg: Config) -> ObjectRule:
+    """How a model's predictions become objects: grown from seeds (an instance model), the regions its class 1
+    encloses (a boundary map, `train.choose_by: regions`: membranes between cells, whose objects are the
+    cells), else the components of its non-background classes."""
+    if cfg.model.task == "instances":
+        return "grown"
+    return "regions" if cfg.train.choose_by == "regions" and cfg.data.num_classes == 2 else "components"
+
+
+def objects_from(rule: ObjectRule, classes: np.ndarray, probs: np.ndarray | None, seed_threshold: float = 0.5,
                  min_object_px: int = 0) -> np.ndarray:
-    """The predicted objects of one image: grown from `probs` (K, H, W) for an instance model, else the
-    components of its (H, W) class map."""
-    if task == "instances":
+    """The predicted objects of one image (see `object_rule`): grown from `probs` (K, H, W), the 4-connected
+    regions of class 0 of the (H, W) class map (as `evaluate --em` counts them), or its components."""
+    if rule == "grown":
         if probs is None:
             raise ValueError("an instance model's objects are grown from its probabilities")
         return grow_objects(probs, seed_threshold, min_object_px)
+    if rule == "regions":
+        return label(classes == 0, connectivity=1).astype(np.int32)
     return objects_of(classes)
 
 
-def true_objects(mask_path: Path, classes: np.ndarray, encoding: str = "") -> np.ndarray:
+def true_objects(mask_path: Path, classes: np.ndarray, encoding: str = "", rule: ObjectRule = "components"
+                 ) -> np.ndarray:
     """The true (H, W) object labels of one image: the mask itself when it is an instance label image
     (`encoding` "instances"), its instance label image when the dataset has one (`instances/` beside
-    `masks/`, same stem), else the components of its class map `classes`."""
+    `masks/`, same stem), else the objects of its class map `classes` by `rule` (regions or components)."""
     if encoding == "instances":
         return read_raw(Path(mask_path)).astype(np.int64)
     folder = Path(mask_path).parent.parent / "instances"
@@ -83,7 +102,7 @@ def true_objects(mask_path: Path, classes: np.ndarray, encoding: str = "") -> np
                 raise UnetkitError(f"{found}: an instance label image must be one channel of the mask's size "
                                    f"{classes.shape[1]}x{classes.shape[0]}")
             return labels.astype(np.int64)
-    return objects_of(classes)
+    return objects_from("regions", classes, None) if rule == "regions" else objects_of(classes)
 
 
 def object_table(labels: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:

@@ -155,7 +155,7 @@ def _objects_and_overlay(inference: Inference, shown: np.ndarray, index: np.ndar
     """With `infer.instances` write STEM_instances + STEM_objects.csv; with `overlays` STEM_overlay.png (object
     outlines, or class colours). `shown` (H, W, C) in [0, 1], `index` (H, W) classes, `probs` (K, H, W)."""
     infer = inference.infer
-    labels = objects_from(inference.task, index, probs, infer.seed_threshold,
+    labels = objects_from(inference.objects, index, probs, infer.seed_threshold,
                           infer.min_object_px) if infer.instances else None
     if labels is not None:
         write_objects(labels, shown, stem.parent, stem.name)

@@ -88,9 +88,9 @@ def score_pairs(
         if scored.em is not None:
             scored.em.update(mask == 1, pred == 1)
         if scored.objects is not None:
-            infer = inference.infer
-            scored.objects.update(true_objects(pair[1], mask, codec.encoding),
-                                  objects_from(inference.task, pred, probs, infer.seed_threshold, infer.min_object_px))
+            infer, rule = inference.infer, inference.objects
+            scored.objects.update(true_objects(pair[1], mask, codec.encoding, rule),
+                                  objects_from(rule, pred, probs, infer.seed_threshold, infer.min_object_px))
         if len(scored.samples) < keep_samples:
             scored.samples.append((image.transpose(2, 0, 1), mask, pred))
     scored.confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
