@@ -152,7 +152,15 @@ def pixel_size(path: Path, level: int = 0) -> PixelSize | None:
         if found is None or level == 0 or level >= len(levels):
             return found
         page = levels[level].keyframe
-        return found.scaled(base.imagelength / page.imagelength, base.imagewidth / page.imagewidth)
+        return found.scaled(level_factor(base.imagelength, page.imagelength),
+                            level_factor(base.imagewidth, page.imagewidth))
+
+
+def level_factor(full: int, size: int) -> float:
+    """How many times coarser a pyramid level of `size` pixels is than one of `full`: the whole number a halving
+    pyramid used (530 -> 133 is 4, rounded up) when the sizes say so, else their ratio."""
+    factor = max(1, round(full / size))
+    return float(factor) if size in (full // factor, -(-full // factor)) else full / size
 
 
 def _check_level(path: Path, level: int, count: int) -> None:
