@@ -2,6 +2,7 @@
 
     python benchmarks/large_images.py                       # 4096^2, 8192^2, 16384^2
     python benchmarks/large_images.py --sizes 4096 8192
+    python benchmarks/large_images.py --sizes 2048 --formats tiff ome-tiff ome-zarr
 
 Each size runs in a fresh process (so its peak RSS is its own): a generated 8-bit gray TIFF (memory-mapped, read
 tile by tile) is segmented by the paper's valid U-Net at reduced width (`--width`, default 8 base channels)
@@ -10,6 +11,10 @@ Before the timed prediction the process warms up by predicting a (2 tile)^2 imag
 calls build oneDNN kernels and grow the allocator), so the time per megapixel does not depend on the size
 through one-off costs; peak RSS covers both. CPU seconds (all threads) are shown beside the wall time: on a
 shared machine they vary less.
+
+`--formats` gives a row per input format of the same pixels: `tiff` (plain, memory-mapped), `ome-tiff` (tiled
+256 x 256, zlib-compressed, pyramidal; read region by region through tifffile's zarr store) and `ome-zarr`
+(chunked, compressed, pyramidal). The inputs are written band by band with unetkit's own OME writers.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +61,20 @@ def make_image(path: Path, size: int) -> None:
     del image
 
 
+def convert(plain: Path, fmt: str) -> Path:
+    """The plain TIFF's pixels in format `fmt`, written in bands of 1024 rows (never whole in memory)."""
+    if fmt == "tiff":
+        return plain
+    from unetkit.data.ome_writers import write_ome_tiff, write_ome_zarr
+
+    pixels = tifffile.memmap(plain, mode="r")
+    height, width = pixels.shape
+    target = plain.with_name(plain.stem + (".ome.tif" if fmt == "ome-tiff" else ".ome.zarr"))
+    write = write_ome_tiff if fmt == "ome-tiff" else write_ome_zarr
+    write(target, height, width, (np.array(pixels[top : top + 1024]) for top in range(0, height, 1024)))
+    return target
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -79,6 +99,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192, 16384])
     parser.add_argument("--width", type=int, default=8, help="base channels of the valid U-Net")
     parser.add_argument("--tile", type=int, default=1024, help="output tile size")
+    parser.add_argument("--formats", nargs="+", default=["tiff"], choices=["tiff", "ome-tiff", "ome-zarr"],
+                        help="input formats, a row each (default: tiff)")
     parser.add_argument("--child", nargs=3, metavar=("CKPT", "IMAGE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -88,18 +110,24 @@ def main() -> None:
         folder = Path(tmp)
         checkpoint = make_checkpoint(folder, args.width)
         print(f"after a warm-up prediction of a {2 * args.tile}^2 image in the same process, tile {args.tile}")
-        print(f"{'size':>7s} {'megapixels':>10s} {'seconds':>8s} {'s / MP':>7s} {'CPU s / MP':>10s} {'peak RSS':>9s}")
+        print(f"{'format':>8s} {'size':>7s} {'megapixels':>10s} {'seconds':>8s} {'s / MP':>7s} {'CPU s / MP':>10s} "
+              f"{'peak RSS':>9s}")
         for size in args.sizes:
-            image = folder / f"gray_{size}.tif"
-            make_image(image, size)
-            result = subprocess.run([sys.executable, __file__, "--tile", str(args.tile), "--child", str(checkpoint),
-                                     str(image), str(folder / f"out_{size}")], capture_output=True, text=True,
-                                    check=True)
-            figures = json.loads(result.stdout.strip().splitlines()[-1])
-            megapixels = size * size / 1e6
-            print(f"{size:7d} {megapixels:10.1f} {figures['seconds']:8.1f} {figures['seconds'] / megapixels:7.3f} "
-                  f"{figures['cpu_seconds'] / megapixels:10.3f} {figures['peak_rss_mb'] / 1024:7.2f} GB", flush=True)
-            image.unlink()
+            plain = folder / f"gray_{size}.tif"
+            make_image(plain, size)
+            for fmt in args.formats:
+                image = convert(plain, fmt)
+                result = subprocess.run([sys.executable, __file__, "--tile", str(args.tile), "--child",
+                                         str(checkpoint), str(image), str(folder / f"out_{fmt}_{size}")],
+                                        capture_output=True, text=True, check=True)
+                figures = json.loads(result.stdout.strip().splitlines()[-1])
+                megapixels = size * size / 1e6
+                print(f"{fmt:>8s} {size:7d} {megapixels:10.1f} {figures['seconds']:8.1f} "
+                      f"{figures['seconds'] / megapixels:7.3f} {figures['cpu_seconds'] / megapixels:10.3f} "
+                      f"{figures['peak_rss_mb'] / 1024:7.2f} GB", flush=True)
+                if image != plain:
+                    shutil.rmtree(image) if image.is_dir() else image.unlink()
+            plain.unlink()
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
 
     fields = {"tile": "tile", "overlap": "overlap", "tta": "tta", "threshold": "threshold",
               "min_object_px": "min_object_px", "em": "em_scores", "instances": "instances",
-              "precision": "precision", "channels_last": "channels_last", "compile": "compile"}
+              "precision": "precision", "channels_last": "channels_last", "compile": "compile", "level": "level"}
     given = {}
     for flag, field in fields.items():
         value = getattr(args, flag, None)
@@ -119,10 +119,10 @@ def _predict(args: argparse.Namespace) -> None:
     from unetkit.distributed import world_from_env
     from unetkit.infer.predict import existing_masks, predict
 
-    kept = [] if args.overwrite else existing_masks(args.inputs, args.output)
+    kept = [] if args.overwrite else existing_masks(args.inputs, args.output, args.format)
     written = predict(args.checkpoint, args.inputs, args.output, options=_infer_options(args), overlays=args.overlay,
                       overwrite=args.overwrite, probabilities=args.probabilities, device=args.device,
-                      progress=not args.quiet)
+                      progress=not args.quiet, mask_format=args.format)
     if not world_from_env().main:  # under torchrun, rank 0 reports
         return
     print(f"{len(written)} mask(s) written to {args.output}")
@@ -278,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "centroid, box, diameter, eccentricity, mean intensity); with --overlay, object outlines")
     p.add_argument("--overwrite", action="store_true",
                    help="predict images whose mask is already in the output folder again (default: keep it)")
+    p.add_argument("--format", choices=["png", "ome-zarr", "ome-tiff"], default="png",
+                   help="mask file: PNG in the training encoding (default), or for large images a pyramid of class "
+                        "indices with the input's pixel size, NAME.ome.zarr or a tiled, compressed NAME.ome.tif")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("ensemble", help="combine checkpoints into a weighted ensemble (optionally search weights)",
@@ -358,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--tta", choices=["none", "flips", "d4"],
                            help="test-time augmentation: average over flips, or flips and 90-degree rotations")
         if name in ("evaluate", "predict"):
+            p.add_argument("--level", type=int, metavar="N",
+                           help="read pyramid level N of TIFF / OME-TIFF and OME-Zarr images (default 0 = full "
+                                "resolution; evaluate's masks must be of that level's size)")
             p.add_argument("--precision", choices=["fp32", "bf16", "fp16"],
                            help="bf16 autocast (CPUs with AVX-512 bf16/AMX, GPUs) or fp16 (GPUs); default fp32")
             p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from unetkit.config import DataConfig
 from unetkit.data.class_weights import ClassPixelCounts
 from unetkit.data.intensity import stretch_whole
-from unetkit.data.io import list_images, read_image, read_raw
+from unetkit.data.io import image_stem, list_images, read_image, read_raw
 from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
 from unetkit.data.resample import shrink_image, shrink_mask
@@ -33,10 +33,11 @@ Pair = tuple[Path, Path]  # (image file, mask file)
 def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for f in files:
-        if f.stem in found:
-            raise UnetkitError(f"{folder}: two files share the name {f.stem!r} ({found[f.stem].name}, {f.name}); "
+        stem = image_stem(f)  # `a.ome.tif` pairs with `a.png`
+        if stem in found:
+            raise UnetkitError(f"{folder}: two files share the name {stem!r} ({found[stem].name}, {f.name}); "
                                "rename one so images and masks pair up unambiguously")
-        found[f.stem] = f
+        found[stem] = f
     return found
 
 
@@ -113,15 +114,21 @@ def load_pair(pair: Pair, channels: int, codec: MaskCodec, masks: DecodedMasks |
     cached = masks.get(pair[1]) if masks is not None else None
     if cached is not None:
         return image, cached
+    mask = load_mask(pair, codec, image.shape[:2])
+    return image, (masks.put(pair[1], mask) if masks is not None else mask)
+
+
+def load_mask(pair: Pair, codec: MaskCodec, size: tuple[int, ...]) -> np.ndarray:
+    """The (H, W) uint8 class indices of a pair's mask, checked against its image's (H, W) `size`."""
     raw = read_raw(pair[1])
     try:
         mask = codec.decode(raw, str(pair[1]))
     except UnetkitError as err:
         raise UnetkitError(swap_hint(pair, raw) or str(err)) from None
-    if image.shape[:2] != mask.shape[:2]:
+    if tuple(size[:2]) != mask.shape[:2]:
         raise UnetkitError(f"{pair[1]}: mask is {mask.shape[1]}x{mask.shape[0]} but image {pair[0].name} is "
-                           f"{image.shape[1]}x{image.shape[0]} (width x height); masks must match their images")
-    return image, (masks.put(pair[1], mask) if masks is not None else mask)
+                           f"{size[1]}x{size[0]} (width x height); masks must match their images (and --level)")
+    return mask
 
 
 def _distinct(raw: np.ndarray, limit: int) -> int:

@@ -22,6 +22,7 @@ from unetkit.errors import UnetkitError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 TIFF_SUFFIXES = (".tif", ".tiff")
+OME_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr")  # part of the format, not of the image's name
 DEFAULT_MAX_PIXELS = 1_073_741_824  # 1 gigapixel, the default of data.max_image_pixels
 _max_pixels: int | None = DEFAULT_MAX_PIXELS
 
@@ -95,7 +96,8 @@ def _open_past_pillow_limit(path: Path) -> Image.Image:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside `folder`, sorted by name (extensions matched case-insensitively).
+    """The image files directly inside `folder`, sorted by name (extensions matched case-insensitively), and
+    its OME-Zarr image folders (`NAME.zarr`, `NAME.ome.zarr`).
 
     Hidden files are skipped: copies made on macOS leave `._name.png` companions that are not images.
     """
@@ -105,7 +107,8 @@ def list_images(folder: Path) -> list[Path]:
     files = sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        if not p.name.startswith(".") and (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                                           or p.is_dir() and p.suffix.lower() == ".zarr")  # OME-Zarr: one image
     )
     if not files:
         nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -113,6 +116,15 @@ def list_images(folder: Path) -> list[Path]:
                 else "check the data paths")
         raise UnetkitError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); {hint}")
     return files
+
+
+def image_stem(path: Path) -> str:
+    """The image's name without its format: `a17` for `a17.png`, `a17.ome.tif` and `a17.ome.zarr`."""
+    name = Path(path).name
+    for suffix in OME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
 
 
 def _unreadable(path: Path, reason: str) -> UnetkitError:

@@ -80,7 +80,8 @@ def evaluate(
     `options.em_scores` (binary boundary data, class 1 = boundary) it
     adds the ISBI 2012 scores: pixel error, Rand error, V_rand, V_info, averaged over images. With
     `options.instances` it adds the object scores (`instance_metrics`): precision, recall, F1, DSB score,
-    AJI, panoptic quality and the object counts per image. Default JSON
+    AJI, panoptic quality and the object counts per image. `options.level` scores that pyramid level of
+    the images (TIFF / OME-TIFF, OME-Zarr), against masks of that level's size. Default JSON
     path: `evaluation_<folder name>.json` next to the checkpoint. `--split val` with no other flags scores
     exactly what the run's validation scored: same images, same inference, same integers.
     Under torchrun the images are shared out between the processes and rank 0 writes the report.
@@ -88,7 +89,8 @@ def evaluate(
     with distributed_session(device) as (world, device):
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
-        infer = (options or InferOptions()).applied_to(cfg)
+        options = options or InferOptions()
+        infer = options.applied_to(cfg)
         if infer.instances and world.size > 1:
             raise UnetkitError("object scores (--instances) are computed in one process; run evaluate without "
                                "torchrun")
@@ -102,7 +104,7 @@ def evaluate(
         scored = score_pairs(open_inference(predictor, cfg, infer), pairs, codec, cfg.data.channels,
                              loss_fn=evaluation_loss(cfg), weights=weight_cache(cfg.data), em_scores=infer.em_scores,
                              instances=infer.instances, keep_samples=3, rank=world.rank, world_size=world.size,
-                             progress=progress and world.main)
+                             progress=progress and world.main, level=options.level or 0)
         matrix = scored.confusion.matrix
         report = scores(matrix, cfg.data.classes)
         name = split if split else Path(data or images or ".").resolve().name

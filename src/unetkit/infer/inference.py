@@ -62,6 +62,9 @@ def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Co
     return model_predictor(model, resolve_device(device)), cfg
 
 
+READ_OPTIONS = ("level",)  # how the images are read, not how the network runs: they stay out of `InferConfig`
+
+
 @dataclass(frozen=True)
 class InferOptions:
     """The inference options a user gives `predict`, `evaluate` and `ensemble` (the CLI's flags), as one
@@ -80,10 +83,11 @@ class InferOptions:
     precision: str | None = None
     channels_last: bool | None = None
     compile: bool | None = None
+    level: int | None = None  # pyramid level of the images to read (0 = full resolution); not an `infer` setting
 
     def applied_to(self, cfg: Config) -> InferConfig:
         """`cfg.infer` with the given options applied; a bad value is one line naming its flag."""
-        given = {k: v for k, v in asdict(self).items() if v is not None}
+        given = {k: v for k, v in asdict(self).items() if v is not None and k not in READ_OPTIONS}
         if cfg.model.task == "instances":  # an instance model gives objects unless told not to
             given.setdefault("instances", True)
         try:

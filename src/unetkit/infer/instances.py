@@ -19,7 +19,9 @@ Without one, they are the connected components of the true mask's non-background
 when the true objects do not touch.
 
 Outputs of `predict --instances`: `NAME_instances.png` (16-bit labels; `NAME_instances.tif` when there are
-more than 65,535 objects) and `NAME_objects.csv` (one row per object: scikit-image's `regionprops_table`).
+more than 65,535 objects) and `NAME_objects.csv` (one row per object: scikit-image's `regionprops_table`; when
+the input's physical pixel size is known, also `physical_area` in unit², `physical_diameter` (of the circle of
+that area) in unit, and `unit`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from unetkit.atomic import atomic_write
 from unetkit.config import Config
 from unetkit.data.io import read_raw
+from unetkit.data.pixel_size import PixelSize
 from unetkit.data.writers import write_mask_rows
 from unetkit.errors import UnetkitError
 
@@ -105,14 +108,25 @@ def true_objects(mask_path: Path, classes: np.ndarray, encoding: str = "", rule:
     return objects_from("regions", classes, None) if rule == "regions" else objects_of(classes)
 
 
-def object_table(labels: np.ndarray, image: np.ndarray) -> dict[str, np.ndarray]:
+def object_table(labels: np.ndarray, image: np.ndarray, pixel_size: PixelSize | None = None
+                 ) -> dict[str, np.ndarray]:
     """One row per object of (H, W) `labels`: label, area, centroid, bounding box, equivalent diameter,
-    eccentricity and the mean of each image channel ((H, W, C) `image` in [0, 1])."""
-    return regionprops_table(labels, intensity_image=image, properties=TABLE)
+    eccentricity and the mean of each image channel ((H, W, C) `image` in [0, 1]); with `pixel_size` also the
+    physical area (pixels times the pixel's area, right for non-square pixels too), the diameter of the circle of
+    that area, and the unit."""
+    table = regionprops_table(labels, intensity_image=image, properties=TABLE)
+    if pixel_size is not None:
+        area = table["area"] * pixel_size.y * pixel_size.x
+        table["physical_area"] = area
+        table["physical_diameter"] = np.sqrt(4 * area / np.pi)
+        table["unit"] = np.full(len(area), pixel_size.unit)
+    return table
 
 
-def write_objects(labels: np.ndarray, image: np.ndarray, out: Path, stem: str) -> list[Path]:
-    """Write `STEM_instances.png` (or `.tif` over 65,535 objects) and `STEM_objects.csv`; returns both paths."""
+def write_objects(labels: np.ndarray, image: np.ndarray, out: Path, stem: str,
+                  pixel_size: PixelSize | None = None) -> list[Path]:
+    """Write `STEM_instances.png` (or `.tif` over 65,535 objects) and `STEM_objects.csv` (`object_table`);
+    returns both paths."""
     count = int(labels.max(initial=0))
     if count > 65535:
         import tifffile
@@ -123,14 +137,15 @@ def write_objects(labels: np.ndarray, image: np.ndarray, out: Path, stem: str) -
     else:
         path = out / f"{stem}_instances.png"
         write_mask_rows(path, labels.shape[0], [labels.astype(np.uint16)])
-    table = object_table(labels, image)
+    table = object_table(labels, image, pixel_size)
     columns = list(table)
     csv_path = out / f"{stem}_objects.csv"
     with atomic_write(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for row in zip(*(table[c] for c in columns), strict=True):
-            writer.writerow([f"{v:.6g}" if isinstance(v, float | np.floating) else int(v) for v in row])
+            writer.writerow([f"{v:.6g}" if isinstance(v, float | np.floating) else v if isinstance(v, str) else int(v)
+                             for v in row])
     return [path, csv_path]
 
 

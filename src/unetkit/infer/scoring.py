@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from unetkit.data.dataset import Pair, load_pair
+from unetkit.data.dataset import Pair, load_mask, load_pair
 from unetkit.data.masks import MaskCodec
+from unetkit.data.source import open_image, to_unit
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.distributed import all_sum
 from unetkit.em_scores import EMScoreAccumulator
@@ -63,12 +64,15 @@ def score_pairs(
     world_size: int = 1,
     progress: bool = True,
     desc: str = "evaluate",
+    level: int | None = None,
 ) -> Scored:
     """Segment every pair with `inference` and accumulate one confusion matrix (and loss, EM scores) over all.
 
     `weights` gives the border weight maps a `weighted_ce` loss needs; `keep_samples` keeps the first few
     (image, truth, prediction) triples of this rank for pictures. `instances` also scores the predicted
-    objects against the true ones (`infer/instances.py`; one process only).
+    objects against the true ones (`infer/instances.py`; one process only). With a `level` the images are
+    opened as `predict` opens them (that pyramid level; tiled, compressed and OME files read region by region),
+    else decoded whole, as validation during training reads them.
     """
     k = codec.num_classes
     scored = Scored(ConfusionMatrix(k), em=EMScoreAccumulator() if em_scores else None,
@@ -77,7 +81,11 @@ def score_pairs(
     if loss_fn is None or not any(isinstance(t, WeightedCrossEntropy) for t in loss_fn.terms):
         weights = None  # the border maps cost time and only `weighted_ce` reads them
     for pair in tqdm(pairs[rank::world_size], desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-        image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) uint8 class indices
+        if level is None:
+            image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) uint8 class indices
+        else:
+            image = open_image(pair[0], channels, level)  # (H, W[, C]), raw or in [0, 1]
+            mask = load_mask(pair, codec, image.shape)
         grows = instances and inference.task == "instances"  # its objects are grown from the probabilities
         probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None or grows else None
         pred = inference.segment(image, probs)  # (H, W) uint8
@@ -92,7 +100,7 @@ def score_pairs(
             scored.objects.update(true_objects(pair[1], mask, codec.encoding, rule),
                                   objects_from(rule, pred, probs, infer.seed_threshold, infer.min_object_px))
         if len(scored.samples) < keep_samples:
-            scored.samples.append((image.transpose(2, 0, 1), mask, pred))
+            scored.samples.append((to_unit(image, channels).transpose(2, 0, 1), mask, pred))
     scored.confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
     if scored.em is not None:
         scored.em.all_reduce()
