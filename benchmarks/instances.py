@@ -12,8 +12,11 @@ against the test split's instance labels by unetkit's object scores (`instance_m
 the Data Science Bowl score, AJI and panoptic quality.
 
 Datasets: `coelho2009_nuclei` (train/test folders with images, masks, instances; touching nuclei are parted
-by a drawn border). Each (dataset, method, minutes) result is kept as JSON in benchmarks/results/. Run it
-alone on the machine: the budget is wall time.
+by a drawn border) and `isbi2012` (EM cells: the regions between membranes; no public test labels, so slices
+0-24 train and 25-29 are scored, as in benchmarks/budget.py). For ISBI the binary model learns the membranes,
+a boundary map, so its objects are the regions the membranes enclose (what `evaluate --em` scores).
+Each (dataset, method, minutes) result is kept as JSON in benchmarks/results/. Run it alone on the machine:
+the budget is wall time.
 """
 
 from __future__ import annotations
@@ -33,19 +36,35 @@ from common import DATASETS, ROOT
 from unetkit.data.io import read_raw
 from unetkit.instance_metrics import InstanceScores
 
-NAMES = ("coelho2009_nuclei",)
+NAMES = ("coelho2009_nuclei", "isbi2012")
 METHODS = ("components", "instances")
 RESULTS = ROOT / "benchmarks" / "results"
 SHOWN = ("f1", "dsb_score", "aji", "panoptic_quality")
 
 
-def _view(base: Path, method: str, where: Path) -> Path:
+Split = tuple[Path, set[str] | None]  # (folder with images/, masks/, instances/; the stems taken, None = all)
+
+
+def splits(name: str) -> tuple[Split, Split]:
+    """(training, test) folders and stems of a dataset."""
+    base = DATASETS / name
+    if name == "isbi2012":  # no public test labels: slices 0-24 train, 25-29 test
+        return (base / "train", {str(i) for i in range(25)}), (base / "train", {str(i) for i in range(25, 30)})
+    return (base / "train", None), (base / "test", None)
+
+
+def _files(split: Split, sub: str) -> list[Path]:
+    folder, stems = split
+    return [f for f in sorted((folder / sub).iterdir()) if stems is None or f.stem in stems]
+
+
+def _view(train: Split, method: str, where: Path) -> Path:
     """A DATA folder of links: train/images with train/masks (components) or train/instances (instances)."""
     labels = "masks" if method == "components" else "instances"
     for sub in ("images", labels):
         folder = where / "train" / sub
         folder.mkdir(parents=True, exist_ok=True)
-        for f in sorted((base / "train" / sub).iterdir()):
+        for f in _files(train, sub):
             if not (folder / f.name).exists():
                 os.symlink(f.resolve(), folder / f.name)
     return where
@@ -56,7 +75,8 @@ def run_one(name: str, method: str, minutes: float, work: Path) -> dict:
     if not base.is_dir():
         raise SystemExit(f"{base} is missing (set UNETKIT_DATASETS)")
     began, clock = datetime.datetime.now().isoformat(timespec="seconds"), time.perf_counter()
-    data = _view(base, method, work / "data")
+    train, test = splits(name)
+    data = _view(train, method, work / "data")
     log = subprocess.run([sys.executable, "-m", "unetkit", "train", str(data), "--minutes", str(minutes), "-q",
                           "--set", f"train.output_dir={work / 'runs'}", "--set", "train.run_name=run"],
                          capture_output=True, text=True)
@@ -64,14 +84,14 @@ def run_one(name: str, method: str, minutes: float, work: Path) -> dict:
     if log.returncode:
         raise SystemExit(f"unetkit train failed ({log.returncode}); see {work / 'train.log'}")
     wall = time.perf_counter() - clock
-    images = sorted((base / "test" / "images").iterdir())
+    images = _files(test, "images")
     out = work / "predicted"
     subprocess.run([sys.executable, "-m", "unetkit", "predict", str(work / "runs" / "run" / "best.pt"),
                     *map(str, images), "-o", str(out), "-q", "--overwrite", "--instances"], check=True,
                    capture_output=True)
     found = InstanceScores()
     for image in images:
-        truth = read_raw(next((base / "test" / "instances").glob(f"{image.stem}.*")))
+        truth = read_raw(next((test[0] / "instances").glob(f"{image.stem}.*")))
         found.update(truth, read_raw(out / f"{image.stem}_instances.png"))
     result = {"dataset": name, "method": method, "minutes": minutes, "date": began, "machine": machine(),
               "train_wall_seconds": wall, "scores": found.scores(),
