@@ -25,7 +25,7 @@ from typing import Any
 
 from unetkit.atomic import atomic_write
 from unetkit.config import Config
-from unetkit.train.trackers import Status, require, epoch_scalars
+from unetkit.train.trackers import Status, epoch_scalars, require
 
 RUN_FILE = "mlflow_run.json"  # {"run_id", "tracking_uri"} of the MLflow run this run folder logs to
 ARTIFACTS = ("best.pt", "report.html", "config.yaml", "metrics.csv")

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from unetkit.config import Config
-from unetkit.train.trackers import Status, require, epoch_scalars
+from unetkit.train.trackers import Status, epoch_scalars, require
 
 FOLDER = "tensorboard"
 

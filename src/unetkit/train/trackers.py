@@ -73,8 +73,8 @@ class Trackers:
                 call(tracker)
             except Exception as err:  # tracking is a copy of the run folder: nothing in it may stop the run
                 self.active.remove(tracker)
-                lines = str(err).strip().splitlines() or [""]
-                reason = f"{type(err).__name__}: {lines[0][:300]}"
+                first = (str(err).strip().splitlines() or [""])[0]
+                reason = f"{type(err).__name__}: {first if len(first) <= 300 else first[:297] + '...'}"
                 self._warn(f"warning: {tracker.name} tracking failed while {what} ({reason}); it is off for the "
                            "rest of the run, which goes on (the run folder has every epoch)")
 
