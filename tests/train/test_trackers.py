@@ -15,7 +15,7 @@ from extras import require
 from PIL import Image
 
 from unetkit.config import load_config
-from unetkit.errors import UnetkitError
+from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.train.mlflow_tracker import flatten
 from unetkit.train.run import train
 from unetkit.train.trackers import INSTALL_HINT, Trackers, open_trackers
@@ -206,3 +206,29 @@ def test_flatten_gives_dotted_keys_and_json_lists() -> None:
             "train": {"choose": [], "extra": {}}}
     assert flatten(tree) == {"optim.lr": "0.01", "optim.name": "adam", "data.mean": "[0.5]",
                              "data.mask.palette": "None", "train.choose": "[]", "train.extra": "{}"}
+
+
+def test_the_end_of_a_run_is_its_status() -> None:
+    ended: list[str] = []
+
+    class Recording:
+        name = "recording"
+
+        def start(self, run_dir: Path, cfg: object, first_epoch: int) -> None:
+            ended.append(f"start {first_epoch}")
+
+        def log_epoch(self, row: dict[str, object], samples: Path | None) -> None:
+            ended.append(f"epoch {row['epoch']} samples={samples}")
+
+        def finish(self, run_dir: Path, status: str) -> None:
+            ended.append(status)
+
+    group = Trackers([Recording()], warn=ended.append)
+    with pytest.raises(TrainingStopped), group.running(Path("."), None, 3):  # type: ignore[arg-type]
+        group.log_epoch({"epoch": 3}, Path("no_such_picture.png"))  # a picture not drawn is passed as None
+        raise TrainingStopped("stopped by SIGTERM", "SIGTERM")
+    with pytest.raises(RuntimeError), group.running(Path("."), None, 4):  # type: ignore[arg-type]
+        raise RuntimeError("a bug")
+    with group.running(Path("."), None, 5):  # type: ignore[arg-type]
+        pass
+    assert ended == ["start 3", "epoch 3 samples=None", "KILLED", "start 4", "FAILED", "start 5", "FINISHED"]
