@@ -210,6 +210,9 @@ class TrainConfig(Strict):
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient stops the run, or skips that step
     sync_batchnorm: bool = False  # under torchrun: batch-norm statistics over the global batch, not per process
     dist_timeout_minutes: float = Field(10.0, gt=0)  # under torchrun: a rank silent this long ends the run
+    # where each epoch's metrics go: csv = metrics.csv; tensorboard = RUN/tensorboard/ event files; mlflow = a run
+    # in MLFLOW_TRACKING_URI or the local store RUN/mlruns/ (both need pip install 'unetkit[tracking]')
+    loggers: list[Literal["csv", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["csv"])
 
     @model_validator(mode="before")
     @classmethod
@@ -227,6 +230,11 @@ class TrainConfig(Strict):
         if "precision" not in values:
             values["precision"] = "bf16" if bf16 else ("auto" if amp else "fp32")
         return values
+
+    @field_validator("loggers")
+    @classmethod
+    def _loggers_once(cls, loggers: list[str]) -> list[str]:
+        return list(dict.fromkeys(loggers))  # a logger named twice logs once
 
 
 class InferConfig(Strict):

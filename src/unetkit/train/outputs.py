@@ -64,9 +64,10 @@ def best_summary(val_scores: dict[str, Any], val_loss: float | None) -> dict[str
 
 
 def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Scored, val_scores: dict[str, Any],
-                        colors: np.ndarray, classes: list[str]) -> None:
-    """metrics.csv, curves.png and samples/epoch_NNN.png after an epoch."""
-    write_metrics(history, run_dir / "metrics.csv")
+                        colors: np.ndarray, classes: list[str], metrics_csv: bool = True) -> None:
+    """metrics.csv (unless `train.loggers` leaves out csv), curves.png and samples/epoch_NNN.png after an epoch."""
+    if metrics_csv:
+        write_metrics(history, run_dir / "metrics.csv")
     epoch = history[-1]["epoch"]
     with writing(run_dir / "curves.png"):
         plot_curves(history, run_dir / "curves.png")

@@ -6,6 +6,7 @@ Run folder layout::
     metrics.csv      one row per epoch: losses, mIoU, pixel accuracy, per-class IoU, learning rate
     curves.png       loss and mIoU per epoch, train against validation
     samples/         epoch_NNN.png: image | truth | prediction for a few validation images
+    tensorboard/, mlruns/, mlflow_run.json   with train.loggers tensorboard / mlflow (see train/trackers.py)
     last.pt, best.pt checkpoints (best by the monitored validation score); last.pt also every
                      train.checkpoint_every steps and on SIGINT/SIGTERM, so a run resumes mid-epoch
 """
@@ -53,6 +54,7 @@ from unetkit.train.setup import (
 )
 from unetkit.train.signals import graceful_stop
 from unetkit.train.state import EpochProgress, rng_state, set_deterministic, set_rng_state
+from unetkit.train.trackers import Trackers, open_trackers
 
 
 @dataclass
@@ -97,6 +99,7 @@ class Run:
     say: Callable[[str], None]
     show: bool
     budget: TimeBudget | None = None  # the clock of `train.max_minutes`, set when the epochs start
+    trackers: Trackers = field(default_factory=lambda: Trackers([]))  # TensorBoard, MLflow (rank 0)
 
     @property
     def maximize(self) -> bool:
@@ -131,6 +134,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     """The run in named steps: check the data, build the network, open the run folder, build the optimiser,
     restore a checkpoint, fit, and write the summary."""
     cfg = resolve_config(cfg)
+    trackers = open_trackers(cfg.train.loggers, world.main)  # a missing extra fails here, before any work
     seed_everything(cfg.train.seed)
     device = resolve_device(device_name)
     if world.distributed and cfg.train.sync_batchnorm and device.type != "cuda":
@@ -148,22 +152,25 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
     scaler = torch.amp.GradScaler("cuda", enabled=steps.autocast is torch.float16)  # bf16 needs no loss scaling
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    run = Run(cfg, world, device, run_dir, data, model, model, optimizer, scheduler, scaler, steps, say, show)
+    run = Run(cfg, world, device, run_dir, data, model, model, optimizer, scheduler, scaler, steps, say, show,
+              trackers=trackers)
     state = restore(run, checkpoint, resume)
     if world.distributed:  # each rank its own dropout draws; rank 0's saved states would make them all equal
         seed_everything(sample_seed(cfg.train.seed, world.rank, state.global_step))
     elif checkpoint is not None and "rng" in checkpoint:
         set_rng_state(checkpoint["rng"])
     run.net = parallel(model, cfg, world, device)
-    val, val_scores = fit(run, state)
-    chosen = make_choices(run, data) if world.main and cfg.train.choose and (run_dir / "best.pt").is_file() else None
-    if world.main:
-        summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
-                   "epochs": len(state.history), "seconds": round(sum(row["seconds"] for row in state.history), 2),
-                   "best": state.best_scores, "threshold": cfg.infer.threshold,
-                   "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta,
-                   "after_choices": None if chosen is None else best_summary(chosen, None)}
-        write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary)
+    with trackers.running(run_dir, cfg, state.start):  # ends them with the run's status, artifacts when finished
+        val, val_scores = fit(run, state)
+        chosen = (make_choices(run, data) if world.main and cfg.train.choose and (run_dir / "best.pt").is_file()
+                  else None)
+        if world.main:
+            summary = {"best_epoch": state.best_epoch, "best_score": state.best, "monitor": cfg.train.monitor,
+                       "epochs": len(state.history), "seconds": round(sum(r["seconds"] for r in state.history), 2),
+                       "best": state.best_scores, "threshold": cfg.infer.threshold,
+                       "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta,
+                       "after_choices": None if chosen is None else best_summary(chosen, None)}
+            write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary)
     return RunResult(run_dir, state.best_epoch, state.best, state.history, chosen)
 
 
@@ -327,7 +334,9 @@ def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float)
         save_checkpoint(saved, run.run_dir / "last.pt")
         if improved:
             save_checkpoint(saved, run.run_dir / "best.pt")
-        write_epoch_outputs(run.run_dir, state.history, val, val_scores, data.codec.colors(), cfg.data.classes)
+        write_epoch_outputs(run.run_dir, state.history, val, val_scores, data.codec.colors(), cfg.data.classes,
+                            metrics_csv="csv" in cfg.train.loggers)
+        run.trackers.log_epoch(state.history[-1], run.run_dir / "samples" / f"epoch_{epoch:03d}.png")
     skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
     run.say(f"epoch {epoch}/{cfg.train.epochs}  train loss {shown_loss(whole.mean_loss())}  val loss {val.loss:.4f}  "
             f"{headline(val_scores, 'val ')}{'  (best)' if improved else ''}  "
