@@ -123,7 +123,8 @@ def test_train_data_plans_trains_and_chooses_on_validation(tmp_path: Path, capsy
     assert summary["threshold"] == saved["infer"]["threshold"] and summary["tta"] == saved["infer"]["tta"]
     assert yaml.safe_load((run / "config.yaml").read_text())["infer"]["min_object_px"] == \
         saved["infer"]["min_object_px"]
-    assert "threshold" in out and "TTA" in out  # each choice printed with its reason
+    # each choice printed with its reason (on a busy machine judging flips may not fit half a minute)
+    assert "threshold" in out and ("TTA" in out or "flips not judged" in out)
 
 
 def test_a_slow_validation_split_is_cut_but_a_val_folder_is_kept(tmp_path: Path, fast_timing: dict) -> None:
