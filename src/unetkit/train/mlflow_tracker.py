@@ -31,6 +31,9 @@ RUN_FILE = "mlflow_run.json"  # {"run_id", "tracking_uri"} of the MLflow run thi
 ARTIFACTS = ("best.pt", "report.html", "config.yaml", "metrics.csv")
 MAX_PARAM_CHARS = 6000  # MLflow's limit on one param value; longer ones (an augmentation list) are cut
 PARAMS_PER_BATCH = 100  # MLflow's limit on params in one log_batch call
+# a server that is down should cost a run seconds, not MLflow's default minutes of retries; the user's own
+# settings of these variables are kept
+SERVER_PATIENCE = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -84,6 +87,9 @@ class MlflowTracker:
         record = run_dir / RUN_FILE
         saved = json.loads(record.read_text()) if record.is_file() else None
         uri = tracking_uri(run_dir, saved)
+        if uri.startswith(("http:", "https:")):
+            for key, value in SERVER_PATIENCE.items():
+                os.environ.setdefault(key, value)
         with file_store_allowed(uri):
             client = self._mlflow.MlflowClient(tracking_uri=uri)
         if saved is not None:  # a resumed run: the MLflow run it began (an unknown id fails here, loudly)
