@@ -20,9 +20,7 @@ Sizes follow the network's rule: input sides `min + n * step` with `min = input_
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -30,19 +28,10 @@ from torch import nn
 
 from unetkit.config import Config
 from unetkit.data.intensity import HIGH, LOW
-from unetkit.errors import UnetkitError
+from unetkit.infer.package_backend import require
 from unetkit.sharing.citations import cite_model
 
 INPUT_ID, OUTPUT_ID = "image", "probabilities"
-INSTALL_HINT = "pip install 'unetkit[bioimageio]'"
-
-
-def require(module: str) -> ModuleType:
-    """Import a package of the `bioimageio` extra, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UnetkitError(f"bioimage.io model packages need the {module} package; {INSTALL_HINT}") from None
 
 
 def spec() -> Any:

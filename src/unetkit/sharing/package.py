@@ -96,8 +96,8 @@ def export_bioimageio(checkpoint: str | Path, output: str | Path, options: Packa
         np.save(folder / "test_input.npy", test_in)
         np.save(folder / "test_output.npy", test_out)
         Image.fromarray(cover(image, test_out, cfg, net.margin)).save(folder / "cover.png")
-        tifffile.imwrite(folder / "sample_input.tif", test_in[0])  # (C, h, w) raw pixels, for people to look at
-        tifffile.imwrite(folder / "sample_output.tif", test_out[0])  # (K', h', w') probabilities
+        tifffile.imwrite(folder / "sample_input.tif", test_in[0], photometric="minisblack")  # (C, h, w) raw pixels, for people to look at
+        tifffile.imwrite(folder / "sample_output.tif", test_out[0], photometric="minisblack")  # (K', h', w') probabilities
         (folder / "README.md").write_text(readme(cfg, net, summary, name, out_channels))
         source = f" The test image is {sample_path.name}." if sample_path is not None else ""
         weights = v.WeightsDescr(
