@@ -17,6 +17,7 @@ from extras import require as require_extra
 from PIL import Image
 
 from unetkit.checkpoint import make_checkpoint, out_channels, save_checkpoint
+from unetkit.cli import main
 from unetkit.config import config_from_dict
 from unetkit.data.source import make_prepare
 from unetkit.errors import UnetkitError
@@ -42,8 +43,8 @@ KINDS = {
     # padded with batch norm, 3 classes: softmax; a 16-bit TIFF as the test image
     "same_bn": ({"padding": "same", "depth": 2, "base_channels": 4, "batch_norm": True},
                 {"classes": ["background", "cell", "fibre"]}, {}),
-    # resnet18 encoder (random init), RGB, each image stretched by its own percentiles
-    "encoder": ({"name": "encoder_unet", "encoder": "resnet18", "depth": 3},
+    # the smallest smp encoder, MobileNetV2 (random init), RGB, each image stretched by its own percentiles
+    "encoder": ({"name": "encoder_unet", "encoder": "mobilenet_v2"},
                 {"channels": 3, "classes": ["a", "b"], "normalize": "image", "mean": [0.5, 0.4, 0.3],
                  "std": [0.2, 0.25, 0.3]}, {}),
 }
@@ -123,7 +124,7 @@ def test_description_follows_the_network_and_the_preprocessing(packages: dict) -
                   "sigmoid", ["membrane"]),
         "same_bn": (4, 4, 0, ["ensure_dtype", "scale_linear", "fixed_zero_mean_unit_variance", "ensure_dtype"],
                     "softmax", ["background", "cell", "fibre"]),
-        "encoder": (16, 8, 0, ["ensure_dtype", "scale_range", "clip", "fixed_zero_mean_unit_variance",
+        "encoder": (64, 32, 0, ["ensure_dtype", "scale_range", "clip", "fixed_zero_mean_unit_variance",
                                "ensure_dtype"], "softmax", ["a", "b"]),
     }
     for kind, (low, step, offset, pre, post, names) in expected.items():
@@ -139,7 +140,7 @@ def test_description_follows_the_network_and_the_preprocessing(packages: dict) -
         assert out["axes"][1]["channel_names"] == names
         assert set(rdf["weights"]) == {"onnx", "torchscript"} and rdf["license"] == "CC-BY-4.0"
         dois = [c["doi"] for c in rdf["cite"]]
-        assert dois == ["10.1007/978-3-319-24574-4_28"] + (["10.1109/CVPR.2016.90"] if kind == "encoder" else [])
+        assert dois == ["10.1007/978-3-319-24574-4_28"] + (["10.1109/CVPR.2018.00474"] if kind == "encoder" else [])
     valid = _rdf(packages["valid"][1])["inputs"][0]["preprocessing"]
     assert valid[1]["kwargs"] == {"gain": pytest.approx(1 / 255)}
     assert valid[2]["kwargs"] == {"mean": 0.4, "std": 0.3}
@@ -213,10 +214,21 @@ def test_foreign_zips_and_a_missing_extra_are_one_line(tmp_path: Path, packages:
         load_package(foreign)
     with pytest.raises(UnetkitError, match=r"-o .*model\.onnx: a bioimage.io package is a \.zip"):
         export_bioimageio(packages["valid"][0], tmp_path / "model.onnx")
-    with pytest.raises(UnetkitError, match="license"):
+    with pytest.raises(UnetkitError, match="not an SPDX licence id"):
         export_bioimageio(packages["valid"][0], tmp_path / "x.zip", PackageOptions(license="not a licence"))
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # makes `import bioimageio.spec` fail
     with pytest.raises(UnetkitError, match=r"^[^\n]*pip install 'unetkit\[bioimageio\]'$"):
         require("bioimageio.spec")
     with pytest.raises(UnetkitError, match=r"pip install 'unetkit\[bioimageio\]'"):
         export_bioimageio(packages["valid"][0], tmp_path / "y.zip")
+
+
+def test_cli_refuses_bad_package_options_in_one_line(packages: dict, tmp_path: Path, capsys) -> None:
+    checkpoint = str(packages["valid"][0])
+    for extra, message in ((["--license", "GPL-4"], "--license 'GPL-4' is not an SPDX licence id"),
+                           (["--tile", "32"], "--tile is for onnx and torchscript"),
+                           (["--name", "U/Net"], "--name 'U/Net'")):
+        assert main(["export", checkpoint, "--format", "bioimageio", "-o", str(tmp_path / "m.zip"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "m.zip").exists()

@@ -15,6 +15,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -77,15 +78,16 @@ def export_bioimageio(checkpoint: str | Path, output: str | Path, options: Packa
     _check_output(output)
     for module in ("bioimageio.spec", "onnx", "onnxruntime"):  # before the slow part: say how to install at once
         describe.require(module)
-    v = describe.spec()
     from bioimageio.spec import save_bioimageio_package
 
+    v = describe.spec()
+    name = options.name or default_name(checkpoint)
+    people = _people(options, name)
     contents = load_checkpoint(checkpoint)
     net, cfg = model_from_checkpoint(contents, str(checkpoint))
     net.eval()
     out_channels = contents["out_channels"]
     cfg, summary = run_facts(checkpoint, cfg)
-    name = options.name or default_name(checkpoint)
     with tempfile.TemporaryDirectory(prefix="unetkit-package-") as tmp:
         folder = Path(tmp)
         onnx_path = export_model(checkpoint, folder / "weights.onnx", "onnx", opset=options.opset)
@@ -96,38 +98,43 @@ def export_bioimageio(checkpoint: str | Path, output: str | Path, options: Packa
         np.save(folder / "test_input.npy", test_in)
         np.save(folder / "test_output.npy", test_out)
         Image.fromarray(cover(image, test_out, cfg, net.margin)).save(folder / "cover.png")
-        tifffile.imwrite(folder / "sample_input.tif", test_in[0], photometric="minisblack")  # (C, h, w) raw pixels, for people to look at
-        tifffile.imwrite(folder / "sample_output.tif", test_out[0], photometric="minisblack")  # (K', h', w') probabilities
+        # the test tensors as pictures for people: (C, h, w) raw pixels, (K', h', w') probabilities
+        tifffile.imwrite(folder / "sample_input.tif", test_in[0], photometric="minisblack")
+        tifffile.imwrite(folder / "sample_output.tif", test_out[0], photometric="minisblack")
         (folder / "README.md").write_text(readme(cfg, net, summary, name, out_channels))
-        source = f" The test image is {sample_path.name}." if sample_path is not None else ""
-        weights = v.WeightsDescr(
-            torchscript=v.TorchscriptWeightsDescr(source=ts_path, pytorch_version=v.Version(torch.__version__)),
-            onnx=v.OnnxWeightsDescr(source=onnx_path, opset_version=options.opset, parent="torchscript",
-                                    comment="exported by unetkit from the same checkpoint, checked against it"))
-        try:
-            model = v.ModelDescr(
-                name=name, description=options.description or f"{network_text(cfg, net)} segmenting "
-                f"{', '.join(cfg.data.classes)}.{source}",
-                authors=[v.Author(name=a) for a in (options.authors or (_default_author(),))],
-                cite=describe.citations(cfg), license=v.LicenseId(options.license), tags=TAGS,
-                documentation=v.FileDescr(source=folder / "README.md"),
-                covers=[v.FileDescr(source=folder / "cover.png")],
-                inputs=[describe.input_tensor(cfg, net, image.dtype, folder / "test_input.npy",
-                                              folder / "sample_input.tif")],
-                outputs=[describe.output_tensor(cfg, net, out_channels, folder / "test_output.npy",
-                                                folder / "sample_output.tif")],
-                weights=weights)
-        except ValueError as err:  # pydantic's ValidationError: a bad licence id, name or author
-            raise UnetkitError(f"{checkpoint}: the package description is invalid ({_first_error(err)}); "
-                               "check --license (an SPDX id such as MIT), --name and --author") from None
+        found = f" The test image is {sample_path.name}." if sample_path is not None else ""
+        model = v.ModelDescr(
+            name=name, description=options.description or f"{network_text(cfg, net)} segmenting "
+            f"{', '.join(cfg.data.classes)}.{found}", **people,
+            cite=describe.citations(cfg), tags=TAGS,
+            documentation=v.FileDescr(source=folder / "README.md"), covers=[v.FileDescr(source=folder / "cover.png")],
+            inputs=[describe.input_tensor(cfg, net, image.dtype, folder / "test_input.npy",
+                                          folder / "sample_input.tif")],
+            outputs=[describe.output_tensor(cfg, net, out_channels, folder / "test_output.npy",
+                                            folder / "sample_output.tif")],
+            weights=v.WeightsDescr(
+                torchscript=v.TorchscriptWeightsDescr(source=ts_path, pytorch_version=v.Version(torch.__version__)),
+                onnx=v.OnnxWeightsDescr(source=onnx_path, opset_version=options.opset, parent="torchscript",
+                                        comment="exported by unetkit from the same checkpoint, checked against it")))
         save_bioimageio_package(model, output_path=output)
     return output
 
 
-def _first_error(err: ValueError) -> str:
-    """`field: message` of the first problem pydantic found (its ValidationError is a ValueError)."""
-    errors = getattr(err, "errors", None)
-    if callable(errors) and errors():
-        first = errors()[0]
-        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"[:160]
-    return str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+def _people(options: PackageOptions, name: str) -> dict[str, Any]:
+    """The `license` and `authors` fields, checked with the spec's own types before any slow work: a bad
+    licence id, author or name is one line naming the option."""
+    v = describe.spec()
+    try:
+        licence = v.LicenseId(options.license)
+    except ValueError:  # pydantic's ValidationError, listing every SPDX id
+        raise UnetkitError(f"--license {options.license!r} is not an SPDX licence id; use e.g. MIT, CC-BY-4.0 "
+                           "or Apache-2.0 (https://spdx.org/licenses)") from None
+    authors = []
+    for author in options.authors or (_default_author(),):
+        try:
+            authors.append(v.Author(name=author))
+        except ValueError:
+            raise UnetkitError(f"--author {author!r}: bioimage.io takes a person's name without '/'") from None
+    if not re.fullmatch(r"[A-Za-z0-9_+\- ()]{5,128}", name):
+        raise UnetkitError(f"--name {name!r}: bioimage.io names are 5 to 128 letters, digits, spaces or _+-()")
+    return {"license": licence, "authors": authors}
