@@ -88,7 +88,8 @@ def input_tensor(cfg: Config, net: nn.Module, dtype: np.dtype, test: Path, sampl
             v.SpaceInputAxis(id=v.AxisId("y"), size=size), v.SpaceInputAxis(id=v.AxisId("x"), size=size)]
     return v.InputTensorDescr(
         id=v.TensorId(INPUT_ID), axes=axes, data=_data_type(dtype), preprocessing=preprocessing(cfg, dtype),
-        description=f"raw image, {'gray' if cfg.data.channels == 1 else 'RGB'}, {dtype.name} pixels",
+        description=f"raw image, {'gray' if cfg.data.channels == 1 else 'RGB'}, "
+                    + (f"{dtype.name} pixels" if dtype.name != "float32" else "float32 pixels in [0, 1]"),
         test_tensor=v.FileDescr(source=test), sample_tensor=v.FileDescr(source=sample))
 
 

@@ -104,7 +104,7 @@ def export_bioimageio(checkpoint: str | Path, output: str | Path, options: Packa
         (folder / "README.md").write_text(readme(cfg, net, summary, name, out_channels))
         found = f" The test image is {sample_path.name}." if sample_path is not None else ""
         model = v.ModelDescr(
-            name=name, description=options.description or f"{network_text(cfg, net)} segmenting "
+            name=name, description=options.description or f"{network_text(cfg)} segmenting "
             f"{', '.join(cfg.data.classes)}.{found}", **people,
             cite=describe.citations(cfg), tags=TAGS,
             documentation=v.FileDescr(source=folder / "README.md"), covers=[v.FileDescr(source=folder / "cover.png")],

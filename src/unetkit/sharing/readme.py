@@ -36,7 +36,7 @@ def run_facts(checkpoint: Path, cfg: Config) -> tuple[Config, dict[str, Any] | N
     return cfg, summary if isinstance(summary, dict) else None
 
 
-def network_text(cfg: Config, net: nn.Module) -> str:
+def network_text(cfg: Config) -> str:
     """One line naming the architecture, e.g. 'U-Net (valid padding, depth 4, 64 base channels)'."""
     m = cfg.model
     if m.name == "encoder_unet":
@@ -92,7 +92,7 @@ def readme(cfg: Config, net: nn.Module, summary: dict[str, Any] | None, name: st
         "softmax over the channel axis (one probability per class)"
     margin = (f" less {net.margin} px on every side (the unpadded network's lost border; give it mirrored context)"
               if net.margin else "")
-    lines = [f"# {name}", "", f"A {network_text(cfg, net)} for semantic segmentation into {cfg.data.num_classes} "
+    lines = [f"# {name}", "", f"A {network_text(cfg)} for semantic segmentation into {cfg.data.num_classes} "
              "classes, trained and exported with unetkit.", "",
              "## Inputs and outputs", "",
              f"- input `image`: (batch, channel, y, x), {cfg.data.channels} channel(s); y and x of "

@@ -14,8 +14,9 @@ import io
 from pathlib import Path
 
 import numpy as np
+import tifffile
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from unetkit.config import Config
@@ -54,12 +55,8 @@ def raw_pixels(path: Path | None, channels: int) -> np.ndarray:
     if path is None:
         image, _ = make_sample(np.random.default_rng(0), size=96)  # (H, W) uint8
         return np.repeat(image[..., None], channels, axis=2)
-    from PIL import UnidentifiedImageError
-
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            import tifffile
-
             array = tifffile.imread(path)
         else:
             with Image.open(path) as img:
