@@ -18,8 +18,9 @@ import unetkit
 
 PACKAGE = Path(unetkit.__file__).parent
 # layer -> packages of unetkit it must not import
-FORBIDDEN = {"data": ("unetkit.infer", "unetkit.train"), "models": ("unetkit.infer", "unetkit.train"),
-             "infer": ("unetkit.train",)}
+FORBIDDEN = {"data": ("unetkit.infer", "unetkit.train", "unetkit.sharing"),
+             "models": ("unetkit.infer", "unetkit.train", "unetkit.sharing"),
+             "infer": ("unetkit.train", "unetkit.sharing"), "sharing": ("unetkit.train",)}
 
 HELP_WITHOUT_TORCH = """
 import sys

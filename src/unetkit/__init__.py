@@ -8,6 +8,7 @@ The Python API mirrors the command line::
     run = train(cfg)
     evaluate(run.run_dir / "best.pt", "data/test")
     predict(run.run_dir / "best.pt", ["new_images/"], "masks_out")
+    export_bioimageio(run.run_dir / "best.pt", "model.zip", PackageOptions(authors=("Ada Lovelace",)))
 
 These names are imported on first use (PEP 562 `__getattr__`): most of them pull in torch, which takes
 seconds, and `unetkit --help` or `import unetkit.config` should not wait for it.
@@ -30,16 +31,18 @@ if TYPE_CHECKING:
     from unetkit.infer.inference import InferOptions
     from unetkit.infer.predict import predict
     from unetkit.models.unet import UNet
+    from unetkit.sharing.package import PackageOptions, export_bioimageio
     from unetkit.train.plan import make_plan as plan
     from unetkit.train.run import train
 
 _LAZY = {"Config": "unetkit.config", "load_config": "unetkit.config", "run_demo": "unetkit.demo",
          "evaluate": "unetkit.infer.evaluate", "predict": "unetkit.infer.predict", "UNet": "unetkit.models.unet",
          "train": "unetkit.train.run", "ensemble": "unetkit.infer.ensemble_search",
-         "InferOptions": "unetkit.infer.inference", "plan": "unetkit.train.plan:make_plan"}
+         "InferOptions": "unetkit.infer.inference", "plan": "unetkit.train.plan:make_plan",
+         "export_bioimageio": "unetkit.sharing.package", "PackageOptions": "unetkit.sharing.package"}
 
-__all__ = ["Config", "InferOptions", "UNet", "UnetkitError", "ensemble", "evaluate", "load_config", "plan",
-           "predict", "run_demo", "train"]
+__all__ = ["Config", "InferOptions", "PackageOptions", "UNet", "UnetkitError", "ensemble", "evaluate",
+           "export_bioimageio", "load_config", "plan", "predict", "run_demo", "train"]
 __version__ = "0.1.0"
 
 

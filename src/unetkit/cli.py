@@ -173,6 +173,20 @@ def _ensemble(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     from unetkit.export import export_model
 
+    if args.format == "bioimageio":
+        from unetkit.sharing.package import PackageOptions, export_bioimageio
+
+        if args.tile is not None:
+            raise UnetkitError("--tile is for onnx and torchscript; a bioimage.io package keeps its sizes dynamic")
+
+        options = PackageOptions(name=args.name, description=args.description, license=args.license,
+                                 authors=tuple(args.author), sample=Path(args.sample) if args.sample else None,
+                                 opset=args.opset)
+        path = export_bioimageio(args.checkpoint, Path(args.output or Path(args.checkpoint).with_suffix(".zip")),
+                                 options)
+        print(f"bioimage.io model package written to {path} (runs in bioimage.io tools, and with unetkit predict "
+              f"{path} ...)")
+        return
     default = Path(args.checkpoint).with_suffix(".onnx" if args.format == "onnx" else ".torchscript.pt")
     path = export_model(args.checkpoint, Path(args.output) if args.output else default, args.format,
                         opset=args.opset, tile=args.tile)
@@ -299,15 +313,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="ensemble file to write (default ensemble.pt)")
     p.set_defaults(func=_ensemble)
 
-    p = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript", epilog=EPILOG,
+    p = sub.add_parser("export", help="export a checkpoint to ONNX, TorchScript or a bioimage.io model package",
+                       epilog=EPILOG,
                        description="Export the network (normalized image -> logits) with dynamic batch, height and "
                                    "width, the run's config embedded, and check it against PyTorch (1e-4). An .onnx "
-                                   "file runs on onnxruntime wherever a checkpoint is accepted (predict, evaluate).")
+                                   "file runs on onnxruntime wherever a checkpoint is accepted (predict, evaluate). "
+                                   "--format bioimageio writes a bioimage.io model package (.zip: both weights, "
+                                   "preprocessing, test tensors, cover, README with the run's scores).")
     p.add_argument("checkpoint", help="best.pt or last.pt of a run")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default: next to the checkpoint)")
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="(default %(default)s)")
+    p.add_argument("--format", choices=["onnx", "torchscript", "bioimageio"], default="onnx",
+                   help="(default %(default)s)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default %(default)s)")
-    p.add_argument("--tile", type=int, metavar="PX", help="fix the input size (default: dynamic)")
+    p.add_argument("--tile", type=int, metavar="PX", help="fix the input size (default: dynamic; not for bioimageio)")
+    p.add_argument("--name", help="bioimageio: the model's name (default: U-Net RUN-FOLDER)")
+    p.add_argument("--description", help="bioimageio: one sentence on what it segments (default: from the config)")
+    p.add_argument("--license", default="MIT", metavar="SPDX", help="bioimageio: licence id (default %(default)s)")
+    p.add_argument("--author", action="append", default=[], metavar="NAME",
+                   help="bioimageio: an author (repeatable; default: your login name)")
+    p.add_argument("--sample", metavar="IMAGE",
+                   help="bioimageio: the test image (default: the run's first validation image, else a generated one)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("weightmap", help="draw the paper's border weight map of masks", epilog=EPILOG,

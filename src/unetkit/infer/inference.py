@@ -32,6 +32,7 @@ from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
 from unetkit.infer.instances import ObjectRule, object_rule
 from unetkit.infer.onnx_backend import load_onnx
+from unetkit.infer.package_backend import is_package, load_package
 from unetkit.infer.predictor import Fn, Predictor, classes_of, configure_speed, predict_whole
 from unetkit.infer.tiled import assemble, index_bands
 from unetkit.infer.tta import TTA
@@ -52,10 +53,13 @@ def load_predictor(checkpoint: str | Path, device: str = "auto") -> tuple[Fn, Co
     """A ready predictor and the config to run it with, from a checkpoint, an ensemble or an ONNX file.
 
     An ensemble's members normalize their own input, so its config has data.mean 0 and std 1: `prepare`
-    then only scales the pixels to [0, 1]. A `.onnx` file runs on onnxruntime with its embedded config.
+    then only scales the pixels to [0, 1]. A `.onnx` file runs on onnxruntime with its embedded config, and so
+    does a `.zip` bioimage.io package unetkit exported (its ONNX weights).
     """
     if Path(checkpoint).suffix.lower() == ".onnx":
         return load_onnx(checkpoint, device)
+    if is_package(checkpoint):
+        return load_package(checkpoint, device)
     if file_format(checkpoint) == ENSEMBLE_FORMAT:
         return ensemble_from_file(checkpoint, resolve_device(device))
     model, cfg = model_from_checkpoint(load_checkpoint(checkpoint), str(checkpoint))

@@ -170,22 +170,28 @@ def load_onnx(path: str | Path, device: str = "auto") -> tuple[OnnxPredictor, Co
     path = Path(path)
     if not path.is_file():
         raise UnetkitError(f"ONNX model {path} does not exist")
+    return onnx_predictor(path.read_bytes(), str(path), device)
+
+
+def onnx_predictor(data: bytes, source: str, device: str = "auto") -> tuple[OnnxPredictor, Config]:
+    """`load_onnx` for the bytes of an ONNX model (a file, or the weights inside a model package); `source`
+    names them in errors."""
     onnx = require("onnx")
     ort = require("onnxruntime")
     try:
-        model = onnx.load_from_string(path.read_bytes())
+        model = onnx.load_from_string(data)
     except Exception as err:  # protobuf reports a foreign or truncated file with several exception types
-        raise UnetkitError(f"{path} is not a readable ONNX model ({_first_line(err)}); "
+        raise UnetkitError(f"{source} is not a readable ONNX model ({_first_line(err)}); "
                            "export one with `unetkit export`") from None
-    cfg, out_channels, input_size = check_onnx_model(model, str(path))
+    cfg, out_channels, input_size = check_onnx_model(model, source)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: provider fallbacks are not the user's concern
     chosen = providers(device)
     try:
         session = ort.InferenceSession(model.SerializeToString(), options, providers=chosen)
     except Exception as err:  # e.g. an operator this onnxruntime does not implement
-        raise UnetkitError(f"{path}: onnxruntime cannot run it ({_first_line(err)}); export it with another "
+        raise UnetkitError(f"{source}: onnxruntime cannot run it ({_first_line(err)}); export it with another "
                            "--opset or update onnxruntime") from None
     with torch.device("meta"):  # the size rule needs the module, not its weights
         net = build_model(cfg.model, cfg.data.channels, out_channels, pretrained=False)
-    return OnnxPredictor(session, net, input_size, str(path)), cfg
+    return OnnxPredictor(session, net, input_size, source), cfg

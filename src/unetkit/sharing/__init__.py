@@ -1,0 +1,1 @@
+"""Sharing trained models: bioimage.io model packages (`unetkit export --format bioimageio`)."""
