@@ -79,6 +79,7 @@ class InferOptions:
     precision: str | None = None
     channels_last: bool | None = None
     compile: bool | None = None
+    report_images: int | None = None
 
     def applied_to(self, cfg: Config) -> InferConfig:
         """`cfg.infer` with the given options applied; a bad value is one line naming its flag."""
