@@ -145,13 +145,17 @@ def swap_hint(pair: Pair, raw_mask: np.ndarray) -> str | None:
             "a mask; check the masks folder (unetkit data inspect DIR shows what it holds)")
 
 
-def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec) -> ClassPixelCounts:
+def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec, sizes: list[tuple[int, int]] | None = None
+               ) -> ClassPixelCounts:
     """Read every pair once, so bad files fail before training starts; returns the masks' class statistics,
-    from which class weights are computed without reading the masks a second time."""
+    from which class weights are computed without reading the masks a second time. `sizes`, when given,
+    receives each pair's (H, W) (the run report's data summary)."""
     total = ClassPixelCounts.zeros(codec.num_classes)
     for pair in pairs:
         _, mask = load_pair(pair, channels, codec)
         total = total + ClassPixelCounts.of_mask(mask, codec.num_classes)
+        if sizes is not None:
+            sizes.append(mask.shape)
     return total
 
 

@@ -111,7 +111,7 @@ class Gallery:
         return {"per_image": [{"image": name, "score": score} for name, score in self.scores],
                 "best": [{"image": p.name, "score": p.score} for p in self.best()],
                 "worst": [{"image": p.name, "score": p.score} for p in self.worst()],
-                "score": "foreground IoU" if len(self.classes) == 2 else "mIoU of the image"}
+                "score": "foreground IoU" if len(self.classes) == 2 else "mIoU"}
 
 
 def _keep(heap: list[tuple[float, int, Pictured]], entry: tuple[float, int, Pictured], k: int) -> None:

@@ -119,8 +119,8 @@ def _gallery(page: ReportPage) -> str:
     """The best images, then the worst, each row image | truth | prediction | errors."""
     ranked = page.report["gallery"]
     kept: dict[str, Pictured] = {p.name: p for p in page.gallery.best() + page.gallery.worst()}
-    parts = [f"<p>Each image's {escape(ranked['score'])} over its own pixels; "
-             f"{len(ranked['per_image'])} images scored (all in the JSON report).</p>",
+    parts = [f"<p>Each image is scored on its own pixels ({escape(ranked['score'])}); "
+             f"{len(ranked['per_image'])} images were scored.</p>",
              legend(page.classes, page.colors)]
     for title, entries in (("Best", ranked["best"]), ("Worst", ranked["worst"])):
         rows = [gallery_row(kept[e["image"]], e["score"], page.colors) for e in entries if e["image"] in kept]
