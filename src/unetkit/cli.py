@@ -112,7 +112,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         print("objects: " + ", ".join(f"{k} {found[k]:.4f}" for k in ("precision", "recall", "f1", "dsb_score",
                                                                         "aji", "panoptic_quality"))
               + f" (IoU 0.5; {sum(found['true_counts'])} true, {sum(found['predicted_counts'])} predicted)")
-    print(f"scores written to {report['json']}; pictures: {', '.join(report['pictures'])}")
+    print(f"scores written to {report['json']}, report page {report['html']}; "
+          f"pictures: {', '.join(report['pictures'])}")
 
 
 def _predict(args: argparse.Namespace) -> None:

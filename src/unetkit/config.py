@@ -258,6 +258,9 @@ class InferConfig(Strict):
     # binary models: foreground regions (8-connected) smaller than this many pixels become background, over
     # the whole image (images up to 64 Mpx; larger ones are predicted band by band and left as they are)
     min_object_px: int = Field(0, ge=0)
+    # best and worst images each shown (image | truth | prediction | errors) in report.html and
+    # evaluation_NAME.html; 0 = none. Every image's own score is kept either way
+    report_images: int = Field(3, ge=0)
 
     @field_validator("overlap")
     @classmethod

@@ -126,6 +126,16 @@ def broadcast_object(value: object) -> object:
     return box[0]
 
 
+def gather_objects(value: object) -> list[object]:
+    """Every rank's `value`, in rank order, on every rank (e.g. each rank's per-image scores); `[value]` alone
+    without torchrun."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [value]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 @contextmanager
 def distributed_session(device_name: str, timeout_minutes: float = 10.0) -> Iterator[tuple[World, str]]:
     """`init_distributed` for the length of a `with` block; the process group is left as found."""

@@ -158,15 +158,18 @@ def swap_hint(pair: Pair, raw_mask: np.ndarray) -> str | None:
             "a mask; check the masks folder (unetkit data inspect DIR shows what it holds)")
 
 
-def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec, masks: DecodedMasks | None = None
-               ) -> ClassPixelCounts:
+def scan_pairs(pairs: list[Pair], channels: int, codec: MaskCodec, masks: DecodedMasks | None = None,
+               sizes: list[tuple[int, int]] | None = None) -> ClassPixelCounts:
     """Read every pair once, so bad files fail before training starts; returns the masks' class statistics,
     from which class weights are computed without reading the masks a second time. With `masks` the decoded
-    masks are kept there for training."""
+    masks are kept there for training; `sizes`, when given, receives each pair's (H, W) (the run report's
+    data summary)."""
     total = ClassPixelCounts.zeros(codec.num_classes)
     for pair in pairs:
         _, mask = load_pair(pair, channels, codec, masks)
         total = total + ClassPixelCounts.of_mask(mask, codec.num_classes)
+        if sizes is not None:
+            sizes.append(mask.shape)
     return total
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from unetkit.atomic import atomic_write
 from unetkit.config import Config
 from unetkit.data.dataset import Pair, dataset_pairs, pair_files, test_pairs
@@ -17,6 +19,8 @@ from unetkit.distributed import distributed_session
 from unetkit.errors import UnetkitError
 from unetkit.infer.inference import InferOptions, load_predictor, open_inference
 from unetkit.infer.pictures import write_evaluation_pictures
+from unetkit.infer.report import ReportPage, write_html_report
+from unetkit.infer.report_data import class_entries, data_summary, split_entry
 from unetkit.infer.scoring import Scored, score_pairs
 from unetkit.losses import SegmentationLoss, build_loss
 from unetkit.metrics import scores
@@ -103,7 +107,8 @@ def evaluate(
             print(warning, file=sys.stderr)
         scored = score_pairs(open_inference(predictor, cfg, infer), pairs, codec, cfg.data.channels,
                              loss_fn=evaluation_loss(cfg), weights=weight_cache(cfg.data), em_scores=infer.em_scores,
-                             instances=infer.instances, keep_samples=3, rank=world.rank, world_size=world.size,
+                             instances=infer.instances, keep_samples=3, ranked=infer.report_images,
+                             classes=cfg.data.classes, rank=world.rank, world_size=world.size,
                              progress=progress and world.main, level=options.level or 0)
         matrix = scored.confusion.matrix
         report = scores(matrix, cfg.data.classes)
@@ -114,21 +119,46 @@ def evaluate(
             report["instance_scores"] = scored.objects.scores()
         report.update(loss=scored.loss, checkpoint=str(checkpoint), data=str(data) if data else name,
                       images=len(pairs), tta=infer.tta, threshold=infer.threshold, min_object_px=infer.min_object_px,
-                      confusion_matrix=matrix.tolist())
+                      confusion_matrix=matrix.tolist(), gallery=scored.gallery.as_dict())
         out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
-        report["json"] = str(out)
+        report.update(json=str(out), html=str(html_path(out)))
         if world.main:  # rank 0 writes the report
-            report["pictures"] = [str(p) for p in write_report(report, out, scored, cfg, codec)]
+            evaluated = cfg.model_copy(update={"infer": infer})  # the settings this evaluation ran with
+            report["pictures"] = [str(p) for p in write_report(report, out, scored, evaluated, codec)]
         return report
 
 
+def html_path(out: Path) -> Path:
+    """The HTML page beside the JSON report: `evaluation_NAME.json` -> `evaluation_NAME.html`."""
+    return out.with_suffix(".html") if out.suffix != ".html" else out.with_name(out.name + ".html")
+
+
 def write_report(report: dict[str, Any], out: Path, scored: Scored, cfg: Config, codec: MaskCodec) -> list[Path]:
-    """Write the JSON report to `out` and its pictures beside it (`OUT_class_iou.png`, `OUT_confusion.png`,
-    `OUT_samples.png`); returns the pictures' paths. A failed write is one line naming the file."""
+    """Write the JSON report to `out`, the HTML page beside it (`html_path`, rendered from the same dict) and
+    its pictures (`OUT_class_iou.png`, `OUT_confusion.png`, `OUT_samples.png`); returns the pictures' paths.
+    A failed write is one line naming the file."""
     try:
         with atomic_write(out, "w") as f:
             f.write(json.dumps(report, indent=2) + "\n")
+        write_html_report(evaluation_page(report, scored, cfg, codec), html_path(out))
         return write_evaluation_pictures(report, scored.confusion.matrix.numpy(), cfg.data.classes, scored.samples,
                                          codec.colors(), out.parent, prefix=f"{out.stem}_")
     except OSError as err:
         raise UnetkitError(f"cannot write {out}: {err.strerror}") from None
+
+
+def evaluation_page(report: dict[str, Any], scored: Scored, cfg: Config, codec: MaskCodec) -> ReportPage:
+    """The HTML page of an evaluation: its scores, images, data and settings (the training curves when the
+    checkpoint's folder holds the run's `curves.png`)."""
+    classes = cfg.data.classes
+    curves = Path(report["checkpoint"]).parent / "curves.png"
+    data = data_summary([split_entry(str(report["data"]), scored.sizes)],
+                        class_entries(classes, scored.confusion.matrix.numpy().sum(axis=1), where="evaluated"),
+                        cfg.data.channels, codec.encoding)
+    facts = [("checkpoint", report["checkpoint"]), ("data", str(report["data"])), ("images", str(report["images"])),
+             ("TTA", str(report["tta"]))]
+    if cfg.data.num_classes == 2:
+        facts.append(("threshold", str(report["threshold"])))
+    return ReportPage(f"Evaluation: {Path(report['json']).stem}", report, classes, codec.colors(), facts,
+                      yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), data, scored.gallery,
+                      curves.read_bytes() if curves.is_file() else None)

@@ -87,6 +87,7 @@ class InferOptions:
     precision: str | None = None
     channels_last: bool | None = None
     compile: bool | None = None
+    report_images: int | None = None
     level: int | None = None  # pyramid level of the images to read (0 = full resolution); not an `infer` setting
 
     def applied_to(self, cfg: Config) -> InferConfig:

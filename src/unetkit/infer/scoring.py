@@ -19,8 +19,9 @@ from unetkit.data.dataset import Pair, load_mask, load_pair
 from unetkit.data.masks import MaskCodec
 from unetkit.data.source import open_image, to_unit
 from unetkit.data.weightmap import WeightMapCache
-from unetkit.distributed import all_sum
+from unetkit.distributed import all_sum, gather_objects
 from unetkit.em_scores import EMScoreAccumulator
+from unetkit.infer.gallery import Gallery
 from unetkit.infer.inference import Inference
 from unetkit.infer.instances import objects_from, true_objects
 from unetkit.instance_metrics import InstanceScores
@@ -32,13 +33,16 @@ Sample = tuple[np.ndarray, np.ndarray, np.ndarray]  # image (C, H, W) in [0, 1],
 
 @dataclass
 class Scored:
-    """What scoring a set of images gives: the counts, the mean loss per image, a few pictures, EM scores."""
+    """What scoring a set of images gives: the counts, the mean loss per image, a few pictures, EM scores,
+    per-image scores with the best and worst images, and the (H, W) size of every image scored."""
 
     confusion: ConfusionMatrix
     loss: float | None = None  # mean over images of the configured loss (None when no loss was asked for)
     samples: list[Sample] = field(default_factory=list)
     em: EMScoreAccumulator | None = None
     objects: InstanceScores | None = None  # object scores (`instances=True`)
+    gallery: Gallery | None = None  # per-image scores, best and worst images (`ranked=k`)
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # (H, W) of each image, in scoring order
 
 
 def _image_loss(loss_fn: SegmentationLoss, probs: np.ndarray, mask: np.ndarray, weight: np.ndarray | None) -> float:
@@ -46,6 +50,26 @@ def _image_loss(loss_fn: SegmentationLoss, probs: np.ndarray, mask: np.ndarray, 
     target = torch.from_numpy(mask).long()[None]  # (1, H, W)
     pixel_weight = torch.from_numpy(weight)[None] if weight is not None else None
     return float(loss_of_probabilities(loss_fn, torch.from_numpy(probs)[None], target, pixel_weight))
+
+
+def _count(scored: Scored, pair: Pair, image: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> None:
+    """Count one image's (H, W) prediction against its mask: into the set's matrix, its own score, its size."""
+    counted = ConfusionMatrix(scored.confusion.num_classes)  # this image's counts, then added to the set's
+    counted.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+    scored.confusion.add_counts(counted.matrix)
+    scored.sizes.append(mask.shape)
+    if scored.gallery is not None:
+        scored.gallery.add(pair[0].stem, counted.matrix.numpy(), image.transpose(2, 0, 1), mask, pred)
+
+
+def _reduce(scored: Scored) -> None:
+    """Sum or gather every rank's share, so each rank holds the whole set's counts, scores and sizes."""
+    scored.confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
+    if scored.em is not None:
+        scored.em.all_reduce()
+    if scored.gallery is not None:
+        scored.gallery = scored.gallery.merged()
+    scored.sizes = [size for part in gather_objects(scored.sizes) for size in part]  # every rank's, rank order
 
 
 @torch.inference_mode()
@@ -60,6 +84,8 @@ def score_pairs(
     em_scores: bool = False,
     instances: bool = False,
     keep_samples: int = 0,
+    ranked: int | None = None,
+    classes: list[str] | None = None,
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
@@ -69,14 +95,17 @@ def score_pairs(
     """Segment every pair with `inference` and accumulate one confusion matrix (and loss, EM scores) over all.
 
     `weights` gives the border weight maps a `weighted_ce` loss needs; `keep_samples` keeps the first few
-    (image, truth, prediction) triples of this rank for pictures. `instances` also scores the predicted
-    objects against the true ones (`infer/instances.py`; one process only). With a `level` the images are
-    opened as `predict` opens them (that pyramid level; tiled, compressed and OME files read region by region),
-    else decoded whole, as validation during training reads them.
+    (image, truth, prediction) triples of this rank for pictures. `ranked=k` scores every image on its own
+    and keeps the best and worst k (`infer/gallery.py`; `classes` names the classes, default 0, 1, ...).
+    `instances` also scores the predicted objects against the true ones (`infer/instances.py`; one process
+    only). With a `level` the images are opened as `predict` opens them (that pyramid level; tiled,
+    compressed and OME files read region by region), else decoded whole, as validation during training
+    reads them.
     """
     k = codec.num_classes
     scored = Scored(ConfusionMatrix(k), em=EMScoreAccumulator() if em_scores else None,
-                    objects=InstanceScores() if instances else None)
+                    objects=InstanceScores() if instances else None,
+                    gallery=None if ranked is None else Gallery(classes or [str(c) for c in range(k)], ranked))
     total = 0.0
     if loss_fn is None or not any(isinstance(t, WeightedCrossEntropy) for t in loss_fn.terms):
         weights = None  # the border maps cost time and only `weighted_ce` reads them
@@ -89,7 +118,7 @@ def score_pairs(
         grows = instances and inference.task == "instances"  # its objects are grown from the probabilities
         probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None or grows else None
         pred = inference.segment(image, probs)  # (H, W) uint8
-        scored.confusion.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+        _count(scored, pair, image, mask, pred)
         if loss_fn is not None and probs is not None:
             weight = weights.get(pair[1], mask) if weights is not None else None
             total += _image_loss(loss_fn, probs, mask, weight)
@@ -101,9 +130,7 @@ def score_pairs(
                                   objects_from(rule, pred, probs, infer.seed_threshold, infer.min_object_px))
         if len(scored.samples) < keep_samples:
             scored.samples.append((to_unit(image, channels).transpose(2, 0, 1), mask, pred))
-    scored.confusion.all_reduce()  # exact integer counts summed over ranks: every image counted once
-    if scored.em is not None:
-        scored.em.all_reduce()
+    _reduce(scored)
     if loss_fn is not None:
         scored.loss = float(all_sum(torch.tensor([total], dtype=torch.float64))) / max(len(pairs), 1)
     return scored

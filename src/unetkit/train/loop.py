@@ -137,7 +137,8 @@ def validate(
     """
     inference = open_inference(model_predictor(model, device), cfg, validation_settings(cfg))
     return score_pairs(inference, pairs, codec, cfg.data.channels, loss_fn=build_loss(cfg.loss, cfg.data.num_classes),
-                       weights=weights, keep_samples=keep_samples, rank=rank, world_size=world_size,
+                       weights=weights, keep_samples=keep_samples, ranked=cfg.infer.report_images,
+                       classes=cfg.data.classes, rank=rank, world_size=world_size,
                        progress=progress, desc="validate")
 
 

@@ -1,8 +1,9 @@
-"""What a run writes besides checkpoints: metrics.csv, curves.png, sample pictures and summary.json.
+"""What a run writes besides checkpoints: metrics.csv, curves.png, sample pictures, report.html and
+summary.json.
 
 A full disk or a folder that turned read-only must not end a run with a traceback or a half-written file:
-every write goes to a temporary name first (metrics.csv) or is a picture that can be redrawn, and an
-OSError becomes one line that names the file and says the checkpoints are intact.
+every write goes to a temporary name first (metrics.csv, report.html) or is a picture that can be redrawn,
+and an OSError becomes one line that names the file and says the checkpoints are intact.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from unetkit.atomic import atomic_write
 from unetkit.errors import UnetkitError
 from unetkit.infer.pictures import plot_samples, write_evaluation_pictures
+from unetkit.infer.report import ReportPage, write_html_report
 from unetkit.infer.scoring import Scored
 from unetkit.metrics import scores
 from unetkit.train.state import EpochProgress
@@ -64,8 +66,10 @@ def best_summary(val_scores: dict[str, Any], val_loss: float | None) -> dict[str
 
 
 def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Scored, val_scores: dict[str, Any],
-                        colors: np.ndarray, classes: list[str], metrics_csv: bool = True) -> None:
-    """metrics.csv (unless `train.loggers` leaves out csv), curves.png and samples/epoch_NNN.png after an epoch."""
+                        colors: np.ndarray, classes: list[str], data: dict[str, Any] | None = None,
+                        facts: list[tuple[str, str]] | None = None, metrics_csv: bool = True) -> None:
+    """metrics.csv (unless `train.loggers` leaves out csv), curves.png, samples/epoch_NNN.png and report.html
+    after an epoch (`data`: the run's data summary, `facts`: lines for the top of the report)."""
     if metrics_csv:
         write_metrics(history, run_dir / "metrics.csv")
     epoch = history[-1]["epoch"]
@@ -74,6 +78,22 @@ def write_epoch_outputs(run_dir: Path, history: list[dict[str, Any]], val: Score
     path = run_dir / "samples" / f"epoch_{epoch:03d}.png"
     with writing(path):
         plot_samples(val.samples, colors, classes, path, title=f"epoch {epoch}: val mIoU {val_scores['miou']:.3f}")
+    with writing(run_dir / "report.html"):
+        write_html_report(run_page(run_dir, val, val_scores, colors, classes, data, facts or []),
+                          run_dir / "report.html")
+
+
+def run_page(run_dir: Path, val: Scored, val_scores: dict[str, Any], colors: np.ndarray, classes: list[str],
+             data: dict[str, Any] | None, facts: list[tuple[str, str]]) -> ReportPage:
+    """The run's page: the last validation's scores (the numbers of the last metrics.csv row, unrounded),
+    its confusion matrix and best and worst images, curves.png, the data summary and config.yaml as written."""
+    report = {**val_scores, "loss": val.loss, "confusion_matrix": val.confusion.matrix.tolist()}
+    if val.gallery is not None:
+        report["gallery"] = val.gallery.as_dict()
+    curves, config = run_dir / "curves.png", run_dir / "config.yaml"
+    return ReportPage(f"Run {run_dir.name}", report, classes, colors, facts,
+                      config.read_text() if config.is_file() else "", data, val.gallery,
+                      curves.read_bytes() if curves.is_file() else None)
 
 
 def write_final_outputs(run_dir: Path, val: Scored | None, val_scores: dict[str, Any] | None, colors: np.ndarray,

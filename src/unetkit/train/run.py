@@ -6,6 +6,7 @@ Run folder layout::
     metrics.csv      one row per epoch: losses, mIoU, pixel accuracy, per-class IoU, learning rate
     curves.png       loss and mIoU per epoch, train against validation
     samples/         epoch_NNN.png: image | truth | prediction for a few validation images
+    report.html      one page with the last validation's scores, best and worst images, curves, data, config
     tensorboard/, mlruns/, mlflow_run.json   with train.loggers tensorboard / mlflow (see train/trackers.py)
     last.pt, best.pt checkpoints (best by the monitored validation score); last.pt also every
                      train.checkpoint_every steps and on SIGINT/SIGTERM, so a run resumes mid-epoch
@@ -334,8 +335,10 @@ def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float)
         save_checkpoint(saved, run.run_dir / "last.pt")
         if improved:
             save_checkpoint(saved, run.run_dir / "best.pt")
+        facts = [("validation after epoch", f"{epoch} of {cfg.train.epochs}"),
+                 ("best epoch", f"{state.best_epoch} ({cfg.train.monitor} {state.best:.4f})")]
         write_epoch_outputs(run.run_dir, state.history, val, val_scores, data.codec.colors(), cfg.data.classes,
-                            metrics_csv="csv" in cfg.train.loggers)
+                            data.summary, facts, metrics_csv="csv" in cfg.train.loggers)
         run.trackers.log_epoch(state.history[-1], run.run_dir / "samples" / f"epoch_{epoch:03d}.png")
     skipped = f"  ({current.skipped} non-finite steps skipped)" if current.skipped else ""
     run.say(f"epoch {epoch}/{cfg.train.epochs}  train loss {shown_loss(whole.mean_loss())}  val loss {val.loss:.4f}  "

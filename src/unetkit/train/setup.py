@@ -29,6 +29,7 @@ from unetkit.data.transforms import default_augment, train_transform
 from unetkit.data.weightmap import WeightMapCache, weight_cache
 from unetkit.distributed import World, broadcast_object
 from unetkit.errors import UnetkitError
+from unetkit.infer.report_data import class_entries, data_summary, split_entry
 from unetkit.models.build import build_model
 from unetkit.models.encoders import encoder_normalization
 from unetkit.train.outputs import writing
@@ -87,6 +88,7 @@ class RunData:
     val_pairs: list[Pair]
     weights: WeightMapCache | None  # the paper's border weight maps, when the loss uses them
     masks: DecodedMasks  # the training masks, decoded once by the scan
+    summary: dict[str, Any] | None = None  # splits, sizes and class pixels (`infer/report_data.py`) for report.html
 
 
 def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
@@ -97,13 +99,18 @@ def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
     set_pixel_limit(data.max_image_pixels)
     train_pairs, val_pairs = dataset_pairs(data)
     masks = DecodedMasks()
-    train_counts = scan_pairs(train_pairs, data.channels, codec, masks)
-    scan_pairs(val_pairs, data.channels, codec)
+    train_sizes: list[tuple[int, int]] = []
+    val_sizes: list[tuple[int, int]] = []
+    train_counts = scan_pairs(train_pairs, data.channels, codec, masks, train_sizes)
+    scan_pairs(val_pairs, data.channels, codec, sizes=val_sizes)
     if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
         method = cfg.loss.class_weights
         cfg.loss.class_weights = [round(float(w), 6) for w in class_weights(train_counts, method)]
         say(f"class weights ({method} frequency, from the training masks): {cfg.loss.class_weights}")
-    return RunData(codec, train_pairs, val_pairs, weight_cache(data), masks)
+    summary = data_summary([split_entry("train", train_sizes), split_entry("validation", val_sizes)],
+                           class_entries(data.classes, train_counts.counts, train_counts.present_masks, "train"),
+                           data.channels, data.mask.encoding)
+    return RunData(codec, train_pairs, val_pairs, weight_cache(data), masks, summary)
 
 
 def build_network(cfg: Config, pretrained: bool) -> nn.Module:
