@@ -94,7 +94,7 @@ def test_tensorboard_and_mlflow_hold_the_values_of_metrics_csv(tracked: Callable
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         assert history == points, key  # doubles, so exactly the numbers of metrics.csv
     artifacts = {a.path: a.file_size for a in client.list_artifacts(run_id)}
-    assert set(artifacts) == {"best.pt", "config.yaml", "metrics.csv"}  # no report.html in this run folder
+    assert set(artifacts) == {"best.pt", "config.yaml", "metrics.csv", "report.html"}
     assert artifacts["best.pt"] == (run_dir / "best.pt").stat().st_size
 
 
@@ -152,7 +152,7 @@ def test_a_write_error_in_one_tracker_leaves_the_others_logging(tracked: Callabl
     client, run_id = mlflow_client(result.run_dir, monkeypatch)
     got = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "val_loss"))
     assert got == [(row["epoch"], row["val_loss"]) for row in result.history]
-    assert {a.path for a in client.list_artifacts(run_id)} == {"best.pt", "config.yaml"}
+    assert {a.path for a in client.list_artifacts(run_id)} == {"best.pt", "config.yaml", "report.html"}
 
 
 @pytest.mark.parametrize(("logger", "module"), [("mlflow", "mlflow.tracking"),

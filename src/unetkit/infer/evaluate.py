@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from unetkit.atomic import atomic_write
-from unetkit.config import Config
+from unetkit.config import Config, InferConfig
 from unetkit.data.dataset import Pair, dataset_pairs, pair_files, test_pairs
 from unetkit.data.io import channel_warning, set_pixel_limit
 from unetkit.data.masks import MaskCodec
@@ -94,13 +94,7 @@ def evaluate(
         predictor, cfg = load_predictor(checkpoint, device)
         set_pixel_limit(cfg.data.max_image_pixels)
         options = options or InferOptions()
-        infer = options.applied_to(cfg)
-        if infer.instances and world.size > 1:
-            raise UnetkitError("object scores (--instances) are computed in one process; run evaluate without "
-                               "torchrun")
-        if infer.em_scores and cfg.data.num_classes != 2:
-            raise UnetkitError("EM scores need a binary boundary model; "
-                               f"this one has {cfg.data.num_classes} classes")
+        infer = _checked(options.applied_to(cfg), cfg, world.size)
         pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
         warning = channel_warning([image for image, _ in pairs], cfg.data.channels)
         if warning and world.main:
@@ -126,6 +120,15 @@ def evaluate(
             evaluated = cfg.model_copy(update={"infer": infer})  # the settings this evaluation ran with
             report["pictures"] = [str(p) for p in write_report(report, out, scored, evaluated, codec)]
         return report
+
+
+def _checked(infer: InferConfig, cfg: Config, processes: int) -> InferConfig:
+    """`infer` when the scores it asks for can be computed for this model here; else one line saying why."""
+    if infer.instances and processes > 1:
+        raise UnetkitError("object scores (--instances) are computed in one process; run evaluate without torchrun")
+    if infer.em_scores and cfg.data.num_classes != 2:
+        raise UnetkitError(f"EM scores need a binary boundary model; this one has {cfg.data.num_classes} classes")
+    return infer
 
 
 def html_path(out: Path) -> Path:

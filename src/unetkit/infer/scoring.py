@@ -8,6 +8,7 @@ summed over ranks, so every image counts exactly once whatever the number of pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from unetkit.data.source import open_image, to_unit
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.distributed import all_sum, gather_objects
 from unetkit.em_scores import EMScoreAccumulator
-from unetkit.infer.gallery import Gallery
+from unetkit.infer.gallery import THUMB_SIDE, Gallery
 from unetkit.infer.inference import Inference
 from unetkit.infer.instances import objects_from, true_objects
 from unetkit.instance_metrics import InstanceScores
@@ -52,14 +53,28 @@ def _image_loss(loss_fn: SegmentationLoss, probs: np.ndarray, mask: np.ndarray, 
     return float(loss_of_probabilities(loss_fn, torch.from_numpy(probs)[None], target, pixel_weight))
 
 
-def _count(scored: Scored, pair: Pair, image: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> None:
-    """Count one image's (H, W) prediction against its mask: into the set's matrix, its own score, its size."""
+def _count(scored: Scored, pair: Pair, image: np.ndarray, mask: np.ndarray, pred: np.ndarray, channels: int
+           ) -> None:
+    """Count one image's (H, W) prediction against its mask: into the set's matrix, its own score, its size.
+    The gallery gets every n-th pixel only, read as such from a lazily opened (tiled, pyramidal) image."""
     counted = ConfusionMatrix(scored.confusion.num_classes)  # this image's counts, then added to the set's
     counted.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
     scored.confusion.add_counts(counted.matrix)
     scored.sizes.append(mask.shape)
     if scored.gallery is not None:
-        scored.gallery.add(pair[0].stem, counted.matrix.numpy(), image.transpose(2, 0, 1), mask, pred)
+        step = max(1, math.ceil(max(mask.shape) / THUMB_SIDE))  # as `thumbnail` takes them
+        shown = to_unit(np.asarray(image[::step, ::step]), channels)  # (h, w, C)
+        scored.gallery.add(pair[0].stem, counted.matrix.numpy(), shown.transpose(2, 0, 1), mask[::step, ::step],
+                           pred[::step, ::step])
+
+
+def _read(pair: Pair, channels: int, codec: MaskCodec, level: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, (H, W) uint8 classes): the image decoded whole as (H, W, C) in [0, 1], or with a `level` opened
+    as `predict` opens it ((H, W[, C]), raw or in [0, 1], read region by region where the file allows)."""
+    if level is None:
+        return load_pair(pair, channels, codec)
+    image = open_image(pair[0], channels, level)
+    return image, load_mask(pair, codec, image.shape)
 
 
 def _reduce(scored: Scored) -> None:
@@ -110,15 +125,11 @@ def score_pairs(
     if loss_fn is None or not any(isinstance(t, WeightedCrossEntropy) for t in loss_fn.terms):
         weights = None  # the border maps cost time and only `weighted_ce` reads them
     for pair in tqdm(pairs[rank::world_size], desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-        if level is None:
-            image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) uint8 class indices
-        else:
-            image = open_image(pair[0], channels, level)  # (H, W[, C]), raw or in [0, 1]
-            mask = load_mask(pair, codec, image.shape)
+        image, mask = _read(pair, channels, codec, level)
         grows = instances and inference.task == "instances"  # its objects are grown from the probabilities
         probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None or grows else None
         pred = inference.segment(image, probs)  # (H, W) uint8
-        _count(scored, pair, image, mask, pred)
+        _count(scored, pair, image, mask, pred, channels)
         if loss_fn is not None and probs is not None:
             weight = weights.get(pair[1], mask) if weights is not None else None
             total += _image_loss(loss_fn, probs, mask, weight)
@@ -129,7 +140,7 @@ def score_pairs(
             scored.objects.update(true_objects(pair[1], mask, codec.encoding, rule),
                                   objects_from(rule, pred, probs, infer.seed_threshold, infer.min_object_px))
         if len(scored.samples) < keep_samples:
-            scored.samples.append((to_unit(image, channels).transpose(2, 0, 1), mask, pred))
+            scored.samples.append((to_unit(np.asarray(image), channels).transpose(2, 0, 1), mask, pred))
     _reduce(scored)
     if loss_fn is not None:
         scored.loss = float(all_sum(torch.tensor([total], dtype=torch.float64))) / max(len(pairs), 1)
