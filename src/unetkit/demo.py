@@ -40,8 +40,9 @@ def run_demo(output: str | Path = "unetkit_demo", *, epochs: int | None = None, 
     predictions = output / "predictions"
     predict(best, [data / "val" / "images"], predictions, overlays=True, progress=progress)
     print(format_table(report))
-    print(f"\nrun folder:  {result.run_dir}  (config.yaml, metrics.csv, curves.png, samples/, best.pt, last.pt)")
-    print(f"scores:      {report['json']}")
+    print(f"\nrun folder:  {result.run_dir}  (report.html, config.yaml, metrics.csv, curves.png, samples/, best.pt, "
+          "last.pt)")
+    print(f"scores:      {report['json']}  (and the page {report['html']})")
     print(f"predictions: {predictions}  (masks in the training palette, *_overlay.png)")
     print(f"next: unetkit predict {best} YOUR_IMAGES -o OUT --overlay")
     report.update(run_dir=str(result.run_dir), predictions=str(predictions))
