@@ -218,9 +218,12 @@ def _data_inspect(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from unetkit.demo import run_demo
+    from unetkit.demo import run_demo, run_instance_demo
 
-    run_demo(args.output, epochs=args.epochs, progress=not args.quiet)
+    if args.instances:
+        run_instance_demo(args.output or "unetkit_demo_instances", minutes=args.minutes, progress=not args.quiet)
+    else:
+        run_demo(args.output or "unetkit_demo", epochs=args.epochs, progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,8 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="generate synthetic cells, train, evaluate and predict (a few minutes on CPU)",
                        epilog=EPILOG)
-    p.add_argument("-o", "--output", default="unetkit_demo", metavar="DIR", help="demo folder (default %(default)s)")
+    p.add_argument("-o", "--output", metavar="DIR",
+                   help="demo folder (default unetkit_demo, with --instances unetkit_demo_instances)")
     p.add_argument("--epochs", type=int, help="training epochs (default: as in the demo config)")
+    p.add_argument("--instances", action="store_true",
+                   help="touching synthetic nuclei instead: an instance model planned for --minutes, object scores, "
+                        "object tables")
+    p.add_argument("--minutes", type=float, default=2.0, help="with --instances: the training budget (default 2)")
     p.set_defaults(func=_demo)
 
     for name, p in sub.choices.items():
