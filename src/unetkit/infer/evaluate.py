@@ -26,15 +26,16 @@ from unetkit.losses import SegmentationLoss, build_loss
 from unetkit.metrics import scores
 
 
-def data_folders(data: str | Path, images: str | Path | None = None, masks: str | Path | None = None
-                 ) -> tuple[Path, Path]:
-    """`DIR` means `DIR/images` + `DIR/masks`; explicit folders win."""
+def data_folders(data: str | Path, images: str | Path | None = None, masks: str | Path | None = None,
+                 labels: str = "masks") -> tuple[Path, Path]:
+    """`DIR` means `DIR/images` + `DIR/LABELS` (`masks`, or `instances` for a model trained on instance label
+    images); explicit folders win."""
     data = Path(data)
     images_dir = Path(images) if images else data / "images"
-    masks_dir = Path(masks) if masks else data / "masks"
+    masks_dir = Path(masks) if masks else data / labels
     for folder in (images_dir, masks_dir):
         if not folder.is_dir():
-            raise UnetkitError(f"{folder} is not a folder; --data DIR needs DIR/images and DIR/masks "
+            raise UnetkitError(f"{folder} is not a folder; --data DIR needs DIR/images and DIR/{labels} "
                                "(or give --images and --masks)")
     return images_dir, masks_dir
 
@@ -52,7 +53,8 @@ def evaluation_pairs(cfg: Config, data: str | Path | None, split: str | None, im
     if split is not None:
         raise UnetkitError(f"split {split!r} is unknown; use val or test")
     if data is not None or (images and masks):
-        return pair_files(*data_folders(data or ".", images, masks)), codec
+        labels = "instances" if mask_cfg.encoding == "instances" else "masks"  # what the model was trained on
+        return pair_files(*data_folders(data or ".", images, masks, labels)), codec
     raise UnetkitError("give --data DIR (or --images and --masks), or --split val / test for the run's own images")
 
 
