@@ -22,7 +22,7 @@ def test_a_missing_zarr_says_how_to_install_it(tmp_path: Path, monkeypatch: pyte
             raise ImportError(name)
         return real(name, *args)
 
-    monkeypatch.setattr(lazy_image.importlib, "import_module", without_zarr)
+    monkeypatch.setattr(importlib, "import_module", without_zarr)
     with pytest.raises(UnetkitError, match=r"^reading OME-Zarr needs the zarr package; pip install 'unetkit\[ome\]'$"):
         lazy_image.open_zarr(tmp_path / "a.ome.zarr")
 

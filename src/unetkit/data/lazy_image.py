@@ -13,7 +13,6 @@ Axes: (Y, X), (Y, X, C) and (C, Y, X) TIFFs, and OME-Zarr's (t, c, z, y, x) or a
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +22,7 @@ import tifffile
 
 from unetkit.data.io import check_pixel_limit
 from unetkit.data.pixel_size import PixelSize, from_ngff, from_ome_xml, from_tiff_tags
-from unetkit.errors import UnetkitError
+from unetkit.errors import UnetkitError, require_extra
 
 INSTALL_HINT = "pip install 'unetkit[ome]'"
 ZARR_SUFFIX = ".zarr"  # `NAME.zarr` and `NAME.ome.zarr` folders
@@ -32,10 +31,7 @@ _NGFF_AXES = {"t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 
 def require_ome(module: str, what: str) -> ModuleType:
     """Import an optional dependency of the OME formats, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UnetkitError(f"{what} needs the {module} package; {INSTALL_HINT}") from None
+    return require_extra(module, "ome", f"{what} needs")
 
 
 def is_zarr(path: Path) -> bool:

@@ -24,24 +24,18 @@ import yaml
 from torch import nn
 
 from unetkit.config import Config, config_from_dict
-from unetkit.errors import UnetkitError
+from unetkit.errors import UnetkitError, require_extra
 from unetkit.infer.geometry import FixedInput, Geometry, HoldsGeometry
 from unetkit.infer.predictor import to_probabilities
 from unetkit.models.build import build_model
 
 FORMAT = "unetkit-onnx"
 VERSION = 1
-INSTALL_HINT = "pip install 'unetkit[onnx]'"
 
 
 def require(module: str) -> ModuleType:
     """Import an optional dependency of the ONNX support, or say in one line how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UnetkitError(f"ONNX support needs the {module} package; {INSTALL_HINT}") from None
+    return require_extra(module, "onnx", "ONNX support needs")
 
 
 def read_metadata(meta: dict[str, str], source: str, expected: str = FORMAT) -> tuple[Config, int, int | None]:

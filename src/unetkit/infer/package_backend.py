@@ -12,25 +12,19 @@ bioimageio.spec, onnx and onnxruntime are the `bioimageio` extra, imported only 
 
 from __future__ import annotations
 
-import importlib
 import zipfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from unetkit.config import Config
-from unetkit.errors import UnetkitError
+from unetkit.errors import UnetkitError, require_extra
 from unetkit.infer.onnx_backend import FORMAT, OnnxPredictor, onnx_predictor
-
-INSTALL_HINT = "pip install 'unetkit[bioimageio]'"
 
 
 def require(module: str) -> ModuleType:
     """Import a package of the `bioimageio` extra, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UnetkitError(f"bioimage.io model packages need the {module} package; {INSTALL_HINT}") from None
+    return require_extra(module, "bioimageio", "bioimage.io model packages need")
 
 
 def is_package(path: str | Path) -> bool:

@@ -13,7 +13,6 @@ but only rank 0 keeps them: the other ranks log nothing.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,7 @@ from typing import Any, Literal, Protocol
 from tqdm import tqdm
 
 from unetkit.config import Config
-from unetkit.errors import TrainingStopped, UnetkitError
+from unetkit.errors import TrainingStopped, require_extra
 
 INSTALL_HINT = "pip install 'unetkit[tracking]'"
 Status = Literal["FINISHED", "FAILED", "KILLED"]  # how the run ended, in MLflow's words
@@ -47,10 +46,7 @@ class Tracker(Protocol):
 
 def require(module: str, package: str, logger: str) -> ModuleType:
     """Import what `logger` needs, or say in one line how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise UnetkitError(f"train.loggers: {logger} needs the {package} package; {INSTALL_HINT}") from None
+    return require_extra(module, "tracking", f"train.loggers: {logger} needs", package)
 
 
 def epoch_scalars(row: dict[str, Any]) -> dict[str, float]:
