@@ -123,6 +123,8 @@ def test_train_data_plans_trains_and_chooses_on_validation(tmp_path: Path, capsy
     assert summary["threshold"] == saved["infer"]["threshold"] and summary["tta"] == saved["infer"]["tta"]
     assert yaml.safe_load((run / "config.yaml").read_text())["infer"]["min_object_px"] == \
         saved["infer"]["min_object_px"]
+    page = (run / "report.html").read_text()  # the finished run's page says what was chosen, and its score
+    assert "best.pt with these settings" in page and f"val mIoU {summary['after_choices']['miou']:.4f}" in page
     # each choice printed with its reason (on a busy machine judging flips may not fit half a minute)
     assert "threshold" in out and ("TTA" in out or "flips not judged" in out)
 

@@ -97,12 +97,17 @@ def run_page(run_dir: Path, val: Scored, val_scores: dict[str, Any], colors: np.
 
 
 def write_final_outputs(run_dir: Path, val: Scored | None, val_scores: dict[str, Any] | None, colors: np.ndarray,
-                        classes: list[str], summary: dict[str, Any]) -> None:
-    """Pictures of the last validation (IoU bars, confusion matrix, samples) and summary.json."""
+                        classes: list[str], summary: dict[str, Any], data: dict[str, Any] | None = None,
+                        facts: list[tuple[str, str]] | None = None) -> None:
+    """Pictures of the last validation (IoU bars, confusion matrix, samples), summary.json, and report.html
+    once more with `facts` (what was chosen after training, and best.pt's scores with it) and the final
+    config.yaml."""
     with writing(run_dir):
         if val is not None and val_scores is not None:
             write_evaluation_pictures(val_scores, val.confusion.matrix.numpy(), classes, val.samples, colors,
                                       run_dir, prefix="val_")
+            write_html_report(run_page(run_dir, val, val_scores, colors, classes, data, facts or []),
+                              run_dir / "report.html")
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 

@@ -171,8 +171,25 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                        "best": state.best_scores, "threshold": cfg.infer.threshold,
                        "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta,
                        "after_choices": None if chosen is None else best_summary(chosen, None)}
-            write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary)
+            write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary,
+                                data.summary, final_facts(state, cfg, chosen))
     return RunResult(run_dir, state.best_epoch, state.best, state.history, chosen)
+
+
+def final_facts(state: RunState, cfg: Config, chosen: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The lines at the top of the finished run's page: the last validation, the best epoch, and what the
+    choices after training set, with best.pt's validation scores at those settings."""
+    facts = [("validation after epoch", f"{len(state.history)} of {cfg.train.epochs}"),
+             ("best epoch", f"{state.best_epoch} ({cfg.train.monitor} {state.best:.4f})")]
+    if cfg.train.choose:
+        infer = cfg.infer
+        cut = (f"seed threshold {infer.seed_threshold}" if cfg.model.task == "instances"
+               else f"threshold {infer.threshold}")
+        facts.append(("chosen on validation", f"{cut}, objects under {infer.min_object_px} px removed, "
+                      f"TTA {infer.tta}"))
+    if chosen is not None:
+        facts.append(("best.pt with these settings", f"{headline(chosen, 'val ')} (evaluate --split val)"))
+    return facts
 
 
 def make_choices(run: Run, data: RunData) -> dict[str, Any] | None:
