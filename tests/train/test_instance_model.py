@@ -10,9 +10,11 @@ import yaml
 
 from unetkit.checkpoint import load_checkpoint
 from unetkit.config import MaskConfig, config_from_dict
+from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
 from unetkit.data.touching import make_touching_dataset
 from unetkit.infer.evaluate import evaluate
+from unetkit.infer.inference import InferOptions
 from unetkit.infer.instances import grow_objects, objects_of
 from unetkit.infer.predict import predict
 from unetkit.instance_metrics import InstanceScores, iou_table
@@ -76,6 +78,13 @@ def test_an_instance_model_trains_chooses_its_seeds_predicts_and_evaluates_objec
     predict(best, [tmp_path / "cells" / "val" / "images"], out, progress=False)
     assert sorted(p.name for p in out.glob("*_instances.png")) == [f"cells_{i:03d}_instances.png" for i in range(3)]
     assert (out / "cells_000_objects.csv").is_file()
+    # through tiles (three bands of 32 px for a 96 px image) and flip TTA: the same objects, counted as evaluate
+    tiled = tmp_path / "tiled"
+    predict(best, [tmp_path / "cells" / "val" / "images"], tiled, progress=False,
+            options=InferOptions(tile=32, tta="flips"))
+    flipped = evaluate(best, split="val", options=InferOptions(tile=32, tta="flips"), progress=False)
+    for i, found in enumerate(flipped["instance_scores"]["predicted_counts"]):
+        assert read_raw(tiled / f"cells_{i:03d}_instances.png").max() == found
 
 
 def test_the_dsb_score_rewards_parting_touching_cells() -> None:
