@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from unetkit.data.dataset import Pair, load_mask, load_pair
+from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MaskCodec
 from unetkit.data.source import open_image, to_unit
 from unetkit.data.weightmap import WeightMapCache
@@ -48,7 +49,7 @@ class Scored:
 
 def _image_loss(loss_fn: SegmentationLoss, probs: np.ndarray, mask: np.ndarray, weight: np.ndarray | None) -> float:
     """Loss of one image's (K, H, W) probabilities against its (H, W) mask (and border weight map)."""
-    target = torch.from_numpy(mask).long()[None]  # (1, H, W)
+    target = torch.from_numpy(mask.astype(np.int64))[None]  # (1, H, W); a new array (cached masks are read-only)
     pixel_weight = torch.from_numpy(weight)[None] if weight is not None else None
     return float(loss_of_probabilities(loss_fn, torch.from_numpy(probs)[None], target, pixel_weight))
 
@@ -58,7 +59,7 @@ def _count(scored: Scored, pair: Pair, image: np.ndarray, mask: np.ndarray, pred
     """Count one image's (H, W) prediction against its mask: into the set's matrix, its own score, its size.
     The gallery gets every n-th pixel only, read as such from a lazily opened (tiled, pyramidal) image."""
     counted = ConfusionMatrix(scored.confusion.num_classes)  # this image's counts, then added to the set's
-    counted.update(torch.from_numpy(pred).long(), torch.from_numpy(mask).long())
+    counted.update(torch.from_numpy(pred).long(), torch.from_numpy(mask.astype(np.int64)))
     scored.confusion.add_counts(counted.matrix)
     scored.sizes.append(mask.shape)
     if scored.gallery is not None:
@@ -68,11 +69,12 @@ def _count(scored: Scored, pair: Pair, image: np.ndarray, mask: np.ndarray, pred
                            pred[::step, ::step])
 
 
-def _read(pair: Pair, channels: int, codec: MaskCodec, level: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _read(pair: Pair, channels: int, codec: MaskCodec, level: int | None, masks: DecodedMasks | None = None
+          ) -> tuple[np.ndarray, np.ndarray]:
     """(image, (H, W) uint8 classes): the image decoded whole as (H, W, C) in [0, 1], or with a `level` opened
     as `predict` opens it ((H, W[, C]), raw or in [0, 1], read region by region where the file allows)."""
     if level is None:
-        return load_pair(pair, channels, codec)
+        return load_pair(pair, channels, codec, masks)
     image = open_image(pair[0], channels, level)
     return image, load_mask(pair, codec, image.shape)
 
@@ -106,6 +108,7 @@ def score_pairs(
     progress: bool = True,
     desc: str = "evaluate",
     level: int | None = None,
+    masks: DecodedMasks | None = None,
 ) -> Scored:
     """Segment every pair with `inference` and accumulate one confusion matrix (and loss, EM scores) over all.
 
@@ -125,7 +128,7 @@ def score_pairs(
     if loss_fn is None or not any(isinstance(t, WeightedCrossEntropy) for t in loss_fn.terms):
         weights = None  # the border maps cost time and only `weighted_ce` reads them
     for pair in tqdm(pairs[rank::world_size], desc=desc, leave=False, disable=not progress, dynamic_ncols=True):
-        image, mask = _read(pair, channels, codec, level)
+        image, mask = _read(pair, channels, codec, level, masks)
         grows = instances and inference.task == "instances"  # its objects are grown from the probabilities
         probs = np.empty((k, *mask.shape), np.float32) if loss_fn is not None or grows else None
         pred = inference.segment(image, probs)  # (H, W) uint8

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from unetkit.config import Config
 from unetkit.data.dataset import Pair
+from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MaskCodec
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.distributed import any_rank
@@ -124,6 +125,7 @@ def validate(
     device: torch.device,
     *,
     weights: WeightMapCache | None = None,
+    masks: DecodedMasks | None = None,
     keep_samples: int = 0,
     progress: bool = True,
     rank: int = 0,
@@ -133,13 +135,14 @@ def validate(
 
     The network is copied into eval mode with batch norm folded (`model_predictor`), so `model` itself keeps
     its training mode, parameters and running statistics; the copy runs through the same inference and the
-    same scoring loop as `evaluate`, with the run's `infer` settings (`validation_settings`).
+    same scoring loop as `evaluate`, with the run's `infer` settings (`validation_settings`). `masks` holds
+    the masks decoded once for the run, so an epoch's validation does not decode them again.
     """
     inference = open_inference(model_predictor(model, device), cfg, validation_settings(cfg))
     return score_pairs(inference, pairs, codec, cfg.data.channels, loss_fn=build_loss(cfg.loss, cfg.data.num_classes),
                        weights=weights, keep_samples=keep_samples, ranked=cfg.infer.report_images,
                        classes=cfg.data.classes, rank=rank, world_size=world_size,
-                       progress=progress, desc="validate")
+                       progress=progress, desc="validate", masks=masks)
 
 
 def shown_loss(loss: float | None) -> str:

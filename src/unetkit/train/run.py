@@ -333,7 +333,7 @@ def close_epoch(run: Run, state: RunState, current: EpochProgress, began: float)
     cfg, world, data, epoch = run.cfg, run.world, run.data, current.epoch
     broadcast_buffers(run.model)  # every rank validates the weights and statistics rank 0 saves
     validation_began = run.budget.now() if run.budget else 0.0
-    val = validate(run.model, cfg, data.val_pairs, data.codec, run.device, weights=data.weights,
+    val = validate(run.model, cfg, data.val_pairs, data.codec, run.device, weights=data.weights, masks=data.masks,
                    keep_samples=cfg.train.sample_images, progress=run.show, rank=world.rank, world_size=world.size)
     if run.budget is not None:  # held back from the budget for the final validation
         run.budget.validated(run.budget.now() - validation_began)

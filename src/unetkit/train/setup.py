@@ -87,7 +87,7 @@ class RunData:
     train_pairs: list[Pair]
     val_pairs: list[Pair]
     weights: WeightMapCache | None  # the paper's border weight maps, when the loss uses them
-    masks: DecodedMasks  # the training masks, decoded once by the scan
+    masks: DecodedMasks  # the training and validation masks, decoded once by the scan
     summary: dict[str, Any] | None = None  # splits, sizes and class pixels (`infer/report_data.py`) for report.html
 
 
@@ -102,7 +102,7 @@ def prepare_data(cfg: Config, say: Callable[[str], None]) -> RunData:
     train_sizes: list[tuple[int, int]] = []
     val_sizes: list[tuple[int, int]] = []
     train_counts = scan_pairs(train_pairs, data.channels, codec, masks, train_sizes)
-    scan_pairs(val_pairs, data.channels, codec, sizes=val_sizes)
+    scan_pairs(val_pairs, data.channels, codec, masks, val_sizes)
     if isinstance(cfg.loss.class_weights, str):  # computed from the training masks, recorded in config.yaml
         method = cfg.loss.class_weights
         cfg.loss.class_weights = [round(float(w), 6) for w in class_weights(train_counts, method)]
