@@ -3,6 +3,7 @@
     python benchmarks/budget.py --minutes 10                                   # every dataset, every method
     python benchmarks/budget.py --minutes 10 --datasets isbi2012 --methods unetkit
     python benchmarks/budget.py --table                                        # print the stored results
+    python benchmarks/budget.py --datasets isbi2012 --methods unetkit --set model.norm=group --tag group-norm
 
 Methods: `unetkit` (the command a user types: it plans, trains, chooses its threshold on its own validation
 split, and its best.pt predicts the test images through `unetkit predict`), and the peers of budget_peers.py:
@@ -12,8 +13,10 @@ its choices. Splits: ISBI 2012 slices 0-24 / 25-29, the other datasets their tra
 val/ is given to unetkit as its validation folder). Every method is scored by budget_data.score.
 
 Each (dataset, method, minutes) result is kept as JSON in benchmarks/results/ with the date, the machine and
-the protocol, so a rerun of one method compares against stored results. Run it alone on the machine: the
-budget is wall time.
+the protocol, so a rerun of one method compares against stored results. `--set` changes the plan of unetkit's
+run (a `--set` of `unetkit train`) to measure one choice against the plan's own; such a run needs a `--tag`, is
+kept under its own name and stays out of the comparison and the curve. Run it alone on the machine: the budget
+is wall time.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def run_unetkit(name: str, minutes: float, work: Path) -> tuple[list[np.ndarray], dict]:
+def run_unetkit(name: str, minutes: float, work: Path, overrides: list[str]) -> tuple[list[np.ndarray], dict]:
     from unetkit.config import load_config
     from unetkit.data.io import read_raw
     from unetkit.data.masks import MaskCodec
@@ -59,6 +62,8 @@ def run_unetkit(name: str, minutes: float, work: Path) -> tuple[list[np.ndarray]
     began = time.perf_counter()
     cmd = [sys.executable, "-m", "unetkit", "train", str(data), "--minutes", str(minutes), "-q",
            "--set", f"train.output_dir={work / 'runs'}", "--set", "train.run_name=run", *USER_FACTS.get(name, [])]
+    for assignment in overrides:
+        cmd += ["--set", assignment]
     log = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - began
     (work / "train.log").write_text(log.stdout + log.stderr)
@@ -76,18 +81,20 @@ def run_unetkit(name: str, minutes: float, work: Path) -> tuple[list[np.ndarray]
                    if (run / "plan.yaml").is_file() else None}
 
 
-def run_one(name: str, method: str, minutes: float, work: Path) -> dict:
+def run_one(name: str, method: str, minutes: float, work: Path, overrides: list[str], tag: str | None) -> dict:
     began = datetime.datetime.now().isoformat(timespec="seconds")
     if method == "unetkit":
-        preds, info = run_unetkit(name, minutes, work / f"{name}-{method}")
+        preds, info = run_unetkit(name, minutes, work / f"{name}-{method}", overrides)
     else:
         dataset = load(name)
         model, info = train_peer(method, dataset, 60 * minutes)
         preds = predict_peer(method, model, dataset)
     result = {"dataset": name, "method": method, "minutes": minutes, "date": began, "machine": machine(),
               "protocol": PROTOCOL, "scores": score(load(name), preds), **info}
+    if tag:
+        result |= {"variant": tag, "overrides": overrides}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"budget-{name}-{method}-{minutes:g}min.json"
+    path = RESULTS / f"budget-{name}-{method}{f'-{tag}' if tag else ''}-{minutes:g}min.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"{name:10s} {method:9s} {json.dumps(result['scores'])}  -> {path.relative_to(ROOT)}", flush=True)
     return result
@@ -107,7 +114,8 @@ def table(minutes: float | None) -> str:
         keys = HEADLINE[r["dataset"]]
         cells = [f"{k} {r['scores'][k]:.4f}" for k in keys] + [""] * (3 - len(keys))
         work = r.get("steps") or (r.get("summary") or {}).get("epochs", "")
-        lines.append(f"| {r['dataset']} | {r['method']} | {r['minutes']:g} | " + " | ".join(cells)
+        method = f"{r['method']} ({r['variant']}: {' '.join(r['overrides'])})" if r.get("variant") else r["method"]
+        lines.append(f"| {r['dataset']} | {method} | {r['minutes']:g} | " + " | ".join(cells)
                      + f" | {work} | {r['date'][:10]} |")
     return "\n".join(lines)
 
@@ -118,7 +126,7 @@ PRIMARY = {"isbi2012": "pixel_error", "kvasir_seg": "dice", "sandstone": "miou",
 def curves() -> str:
     """Per dataset: unetkit's primary score at each budget measured, the best peer's 10-minute score, and the
     fewest minutes measured at which unetkit reaches it."""
-    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("budget-*.json"))]
+    rows = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("variant")]
     lines = []
     for name in DATASETS:
         key = PRIMARY[name]
@@ -145,11 +153,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-budget"), help="scratch folder")
     parser.add_argument("--table", action="store_true", help="only print the stored results")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change unetkit's plan (as `unetkit train --set`); needs --tag")
+    parser.add_argument("--tag", help="name of a run with --set, kept beside the plan's own result")
     args = parser.parse_args()
+    if bool(args.set) != bool(args.tag):
+        parser.error("--set and --tag go together: a changed plan is kept under its own name")
+    if args.set and set(args.methods) != {"unetkit"}:
+        parser.error("--set changes unetkit's plan: use it with --methods unetkit")
     if not args.table:
         for name in args.datasets:
             for method in args.methods:
-                run_one(name, method, args.minutes, Path(args.work) / f"{args.minutes:g}min")
+                run_one(name, method, args.minutes, Path(args.work) / f"{args.minutes:g}min", args.set, args.tag)
     print(table(None if args.table else args.minutes))
     print(curves())
 

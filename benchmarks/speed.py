@@ -8,8 +8,9 @@
    channels-last, bf16 channels-last) and of a training step (fp32 channels-last), each as a fraction of (1).
 3. torch.compile: images/s of the padded U-Net's inference (512x512, batch 4, channels-last), eager and
    compiled, fp32 and bf16, and their ratio (compilation itself not timed), or why compiling is unavailable.
-4. The small networks users train on a CPU: padded U-Nets (BN) of 16 and 32 base channels, 256x256 crops,
-   batch 4: training images/s and fraction of the limit, fp32 NCHW, fp32 channels-last and bf16 channels-last;
+4. The small networks users train on a CPU: padded U-Nets (BN) of 16 and 32 base channels, and 16 with group
+   norm, 256x256 crops, batch 4: training images/s and fraction of the limit, fp32 NCHW, fp32 channels-last and
+   bf16 channels-last;
    next to MONAI's `BasicUNet` (its defaults, 32-32-64-128-256 features) on the same input, when MONAI is
    installed (`pip install --no-deps monai`, a bench-only extra).
 Medians of several runs; the machine is shared, so compare ratios from the same run.
@@ -138,6 +139,8 @@ def small_networks(limit: dict[str, float], repeats: int) -> None:
     nets: list[tuple[str, Callable[[], torch.nn.Module]]] = [
         (f"unetkit U-Net base {w}", lambda w=w: UNet(1, 2, base_channels=w, padding="same", batch_norm=True))
         for w in (16, 32)]
+    # group norm cannot be folded into the convolutions and costs its own passes: its price next to batch norm's
+    nets.append(("unetkit U-Net 16 GroupNorm", lambda: UNet(1, 2, base_channels=16, padding="same", norm="group")))
     try:
         from monai.networks.nets import BasicUNet
 

@@ -126,7 +126,9 @@ class ModelConfig(Strict):
     depth: int = Field(4, ge=1, le=6)  # number of 2x2 poolings
     base_channels: int = Field(64, gt=0)  # channels of the first level, doubled per level
     max_channels: int | None = Field(None, gt=0)  # cap of that doubling (deep networks stay affordable)
-    batch_norm: bool = False
+    # after each conv: batch norm (fastest from scratch with >= 4 samples a batch), group / instance norm (per
+    # sample, so the same in training and inference, with any batch or mix of acquisitions) or none
+    norm: Literal["none", "batch", "group", "instance"] = "none"
     upsample: Literal["transpose", "bilinear"] = "transpose"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)  # at the end of the contracting path, as in the paper
     init: Literal["default", "he"] = "default"  # he = normal with std sqrt(2 / fan_in), as in the paper
@@ -137,6 +139,24 @@ class ModelConfig(Strict):
     # a .pth / .pt / .safetensors state dict of the encoder or of a torchvision / timm model with its keys.
     encoder_weights: str = "none"
     freeze_encoder_epochs: int = Field(0, ge=0)  # train only the decoder for this many first epochs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_keys(cls, values: Any) -> Any:
+        """`batch_norm: bool` is the earlier spelling (and a shorthand) of `norm`: true means batch, false means
+        none unless another norm is named beside it."""
+        if not isinstance(values, dict) or "batch_norm" not in values:
+            return values
+        values = dict(values)
+        if values.pop("batch_norm") is True:
+            values["norm"] = "batch"
+        elif values.get("norm", "none") == "batch":
+            values["norm"] = "none"
+        return values
+
+    @property
+    def batch_norm(self) -> bool:
+        return self.norm == "batch"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -23,7 +23,7 @@ def _build_unet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Mod
         depth=cfg.depth,
         base_channels=cfg.base_channels,
         padding=cfg.padding,
-        batch_norm=cfg.batch_norm,
+        norm=cfg.norm,
         upsample=cfg.upsample,
         dropout=cfg.dropout,
         max_channels=cfg.max_channels,

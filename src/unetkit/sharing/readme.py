@@ -41,7 +41,7 @@ def network_text(cfg: Config) -> str:
     m = cfg.model
     if m.name == "encoder_unet":
         return f"U-Net on a {m.encoder} encoder (depth {m.depth}, padded convolutions)"
-    norm = ", batch norm" if m.batch_norm else ""
+    norm = "" if m.norm == "none" else f", {m.norm} norm"
     padding = "the paper's unpadded convolutions" if m.padding == "valid" else "padded convolutions"
     return f"U-Net ({padding}, depth {m.depth}, {m.base_channels} base channels{norm})"
 

@@ -156,7 +156,7 @@ def shape_choices(plan: Plan) -> None:
                  "tiles")
     plan.add("model.name", "unet", "the U-Net")
     plan.add("model.padding", "same", "padded convolutions: every crop pixel is trained, any image size predicted")
-    plan.add("model.batch_norm", True, "batch norm with >= 4 samples per batch trains fastest from scratch")
+    plan.add("model.norm", "batch", "batch norm with >= 4 samples per batch trains fastest from scratch")
     plan.add("model.max_channels", MAX_CHANNELS, f"features double per level up to {MAX_CHANNELS}")
 
 
