@@ -20,7 +20,7 @@ from unetkit.config import ModelConfig, config_from_dict
 from unetkit.errors import UnetkitError
 from unetkit.infer.predictor import Predictor, predict_whole
 from unetkit.models import build_model
-from unetkit.models import encoders as enc
+from unetkit.models import encoder_weights as enc
 from unetkit.models.encoders import EncoderUNet, encoder_normalization, set_encoder_frozen
 from unetkit.models.unet import UNet
 

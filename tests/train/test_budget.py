@@ -16,7 +16,7 @@ from unetkit.train import budget as budget_module
 from unetkit.train.budget import WARMUP, budget_lr
 from unetkit.train.run import train
 
-run_module = importlib.import_module("unetkit.train.run")
+fit_module = importlib.import_module("unetkit.train.fit")  # the epochs: where the training loss is built
 # 8 images x 2 crops, batch 4: 4 steps per epoch; far more epochs than the budget allows
 BUDGETED = ["train.epochs=100", "train.max_minutes=0.5", "optim.lr=0.01", "optim.min_lr=0.0001",
             "train.sample_images=0"]
@@ -34,7 +34,7 @@ def _fake_clock(monkeypatch: pytest.MonkeyPatch, seconds_per_step: float) -> Non
     """Time passes only when a training step computes its loss: `seconds_per_step` per step, validation free."""
     now = {"t": 1000.0}
     monkeypatch.setattr(budget_module, "clock", lambda: now["t"])
-    build = run_module.build_loss
+    build = fit_module.build_loss
 
     def build_and_tick(*args: object, **kwargs: object) -> torch.nn.Module:
         loss = build(*args, **kwargs)
@@ -48,7 +48,7 @@ def _fake_clock(monkeypatch: pytest.MonkeyPatch, seconds_per_step: float) -> Non
         loss.forward = ticking
         return loss
 
-    monkeypatch.setattr(run_module, "build_loss", build_and_tick)
+    monkeypatch.setattr(fit_module, "build_loss", build_and_tick)
 
 
 @pytest.mark.parametrize(("seconds_per_step", "steps", "epochs"), [(1.0, 30, 8), (2.0, 15, 4)])

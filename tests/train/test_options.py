@@ -29,7 +29,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.errors import UnetkitError
 from unetkit.train.run import train
 
-run_module = importlib.import_module("unetkit.train.run")  # the package re-exports a `train` function
+fit_module = importlib.import_module("unetkit.train.fit")  # the epochs: where the training loss is built
 loop_module = importlib.import_module("unetkit.train.loop")
 
 FAST = ["train.sample_images=0", "data.crops_per_image=1"]  # 8 training images, batch 4: 2 steps per epoch
@@ -38,7 +38,7 @@ FAST = ["train.sample_images=0", "data.crops_per_image=1"]  # 8 training images,
 def _wrap_training_loss(monkeypatch: pytest.MonkeyPatch,
                         act: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Pass every training step's loss through `act(step, value, logits, target)` (1-based; validation untouched)."""
-    build = run_module.build_loss
+    build = fit_module.build_loss
     counter = {"calls": 0}
 
     def build_and_wrap(*args: object, **kwargs: object) -> torch.nn.Module:
@@ -55,7 +55,7 @@ def _wrap_training_loss(monkeypatch: pytest.MonkeyPatch,
         loss.forward = wrapped
         return loss
 
-    monkeypatch.setattr(run_module, "build_loss", build_and_wrap)
+    monkeypatch.setattr(fit_module, "build_loss", build_and_wrap)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -69,7 +69,7 @@ def _finite(tensors: dict[str, torch.Tensor]) -> bool:
 def test_median_class_weights_come_from_the_training_masks_and_reach_the_loss(
         synthetic_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[torch.nn.Module] = []
-    for module in (run_module, loop_module):  # the training loss, and validation's own
+    for module in (fit_module, loop_module):  # the training loss, and validation's own
         real = module.build_loss
 
         def capture(*args: object, _real: Callable[..., torch.nn.Module] = real, **kwargs: object) -> torch.nn.Module:
@@ -99,13 +99,13 @@ def test_frozen_encoder_and_its_batch_norm_stay_bitwise_unchanged_until_released
         synthetic_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     # snapshot the weights whenever an epoch sets the encoder's state: before epoch 1 and after epoch 1
     snapshots: list[tuple[bool, dict[str, torch.Tensor]]] = []
-    real = run_module.set_encoder_frozen
+    real = fit_module.set_encoder_frozen
 
     def record(model: torch.nn.Module, frozen: bool) -> None:
         snapshots.append((frozen, {k: v.detach().clone() for k, v in model.state_dict().items()}))
         real(model, frozen)
 
-    monkeypatch.setattr(run_module, "set_encoder_frozen", record)
+    monkeypatch.setattr(fit_module, "set_encoder_frozen", record)
     cfg = synthetic_config("train.epochs=2", "model.name=encoder_unet", "model.encoder=resnet18",
                            "model.encoder_weights=none", "model.freeze_encoder_epochs=1", *FAST)
     result = train(cfg, progress=False)

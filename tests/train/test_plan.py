@@ -16,7 +16,7 @@ from unetkit.checkpoint import load_checkpoint
 from unetkit.cli import main
 from unetkit.config import load_config
 from unetkit.errors import UnetkitError
-from unetkit.train import plan_rules
+from unetkit.train import plan_budget, plan_rules
 from unetkit.train.plan import locate, make_plan
 
 
@@ -29,9 +29,9 @@ def fast_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
         bonus = 0.5 if cfg.train.precision == "bf16" else 1.0
         return speed["per_channel"] * cfg.model.base_channels * bonus
 
-    monkeypatch.setattr(plan_rules, "time_training_step", step)
-    monkeypatch.setattr(plan_rules, "time_loading", lambda cfg, pairs, codec: speed["load"])
-    monkeypatch.setattr(plan_rules, "time_validation", lambda cfg, device, pairs, codec: speed["per_image"])
+    monkeypatch.setattr(plan_budget, "time_training_step", step)
+    monkeypatch.setattr(plan_budget, "time_loading", lambda cfg, pairs, codec: speed["load"])
+    monkeypatch.setattr(plan_budget, "time_validation", lambda cfg, device, pairs, codec: speed["per_image"])
     return speed
 
 
@@ -53,7 +53,7 @@ def test_a_plan_reloads_from_its_yaml_to_the_same_config(tmp_path: Path, fast_ti
 def test_the_width_is_the_widest_that_gets_enough_steps(tmp_path: Path, fast_timing: dict) -> None:
     write_tiny_dataset(tmp_path / "d" / "train")
     fast = make_plan(tmp_path / "d", 10, "cpu", say=_silent)
-    assert fast.value("model.base_channels") == max(plan_rules.WIDTHS)
+    assert fast.value("model.base_channels") == max(plan_budget.WIDTHS)
     assert fast.value("train.precision") == "bf16"  # measured twice as fast here
     fast_timing["per_channel"] = 0.05  # fifty times slower steps: fewer steps, so a narrower network
     slow = make_plan(tmp_path / "d", 10, "cpu", say=_silent)
@@ -133,7 +133,7 @@ def test_a_slow_validation_split_is_cut_but_a_val_folder_is_kept(tmp_path: Path,
     write_tiny_dataset(tmp_path / "d" / "train", count=150)  # 30 images held out by the default 20%
     fast_timing["per_image"] = 0.4  # 12 s per validation of 30 images, over 10% of a minute for two
     plan = make_plan(tmp_path / "d", 1, "cpu", say=_silent)
-    assert plan.value("data.val_fraction") == pytest.approx(plan_rules.MIN_VAL / 150, abs=1e-3)
+    assert plan.value("data.val_fraction") == pytest.approx(plan_budget.MIN_VAL / 150, abs=1e-3)
     write_tiny_dataset(tmp_path / "d" / "val", count=30)
     assert "data.val_fraction" not in {c.key for c in make_plan(tmp_path / "d", 1, "cpu", say=_silent).choices}
 
@@ -196,7 +196,7 @@ def test_growing_objects_after_training_is_taken_from_the_training_time(tmp_path
     make_touching_dataset(tmp_path / "d" / "train", count=10)
     minutes = {}
     for per_image in (0.0, 1.0):  # seconds to grow and score one validation image's objects
-        monkeypatch.setattr(plan_rules, "time_objects", lambda pairs, codec, s=per_image: s)
+        monkeypatch.setattr(plan_budget, "time_objects", lambda pairs, codec, s=per_image: s)
         plan = make_plan(tmp_path / "d", 5, "cpu", say=_silent)
         minutes[per_image] = plan.value("train.max_minutes")
         val_images = len(plan.config().data.val_files or []) or round(10 * plan.config().data.val_fraction)

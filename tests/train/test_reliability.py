@@ -18,7 +18,7 @@ from unetkit.config import Config
 from unetkit.errors import TrainingStopped, UnetkitError
 from unetkit.train.run import train
 
-run_module = importlib.import_module("unetkit.train.run")  # the package re-exports a `train` function
+fit_module = importlib.import_module("unetkit.train.fit")  # the epochs: where the training loss is built
 
 # 8 images, batch 2: 4 steps per epoch; dropout draws from the global generator, so its state must be restored
 RESUMABLE = ["data.batch_size=2", "data.crops_per_image=1", "train.epochs=2", "model.dropout=0.3",
@@ -28,7 +28,7 @@ RESUMABLE = ["data.batch_size=2", "data.crops_per_image=1", "train.epochs=2", "m
 def _wrap_training_loss(monkeypatch: pytest.MonkeyPatch, step: int,
                         act: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Make the run's loss pass its value through `act` at training step `step` (1-based; validation untouched)."""
-    build = run_module.build_loss
+    build = fit_module.build_loss
     counter = {"calls": 0}
 
     def build_and_wrap(*args: object, **kwargs: object) -> torch.nn.Module:
@@ -46,7 +46,7 @@ def _wrap_training_loss(monkeypatch: pytest.MonkeyPatch, step: int,
         loss.forward = wrapped
         return loss
 
-    monkeypatch.setattr(run_module, "build_loss", build_and_wrap)
+    monkeypatch.setattr(fit_module, "build_loss", build_and_wrap)
 
 
 def _raise_signal_at_call(monkeypatch: pytest.MonkeyPatch, call: int, sig: int = signal.SIGINT) -> None:

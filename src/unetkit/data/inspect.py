@@ -266,8 +266,7 @@ def _suggest(report: dict[str, Any], values: np.ndarray, pixels: np.ndarray) -> 
     mask, classes, mask_notes = _suggest_mask(report["mask_kind"], values, pixels)
     lines = ["data:", f"  channels: {channels}"]
     if mask is not None:
-        lines.append(f"  classes: [{', '.join(classes)}]   # {len(classes)} classes: name them")
-        lines.append("  mask:")
+        lines += [f"  classes: [{', '.join(classes)}]   # {len(classes)} classes: name them", "  mask:"]
         lines += [f"    {key}: {value if isinstance(value, str) else json.dumps(value)}" for key, value in mask.items()]
     return {"channels": channels, "mask": mask, "classes": classes, "notes": notes + mask_notes,
             "yaml": "\n".join(lines) + "\n"}
@@ -275,8 +274,7 @@ def _suggest(report: dict[str, Any], values: np.ndarray, pixels: np.ndarray) -> 
 
 def format_inspection(report: dict) -> str:
     """The report of `inspect_folder` as readable text: counts, sizes, mask values, problems, suggestion."""
-    out = [f"Dataset {report['folder']}",
-           f"  images: {report['num_images']} in {report['images_dir']}"]
+    out = [f"Dataset {report['folder']}", f"  images: {report['num_images']} in {report['images_dir']}"]
     if report["masks_dir"] is not None:
         out.append(f"  masks:  {report['num_masks']} in {report['masks_dir']} ({report['num_pairs']} paired by name)")
     else:

@@ -22,7 +22,8 @@ from unetkit.config import Config, apply_override, config_from_dict
 from unetkit.data.fingerprint import Fingerprint, describe, fingerprint
 from unetkit.data.void import parse_ignore
 from unetkit.errors import UnetkitError
-from unetkit.train.plan_rules import layout_choices, measured_choices, recipe_choices, shape_choices
+from unetkit.train.plan_budget import measured_choices
+from unetkit.train.plan_rules import layout_choices, recipe_choices, shape_choices
 
 SECTIONS = ("data", "model", "loss", "optim", "train", "infer")
 
