@@ -73,7 +73,7 @@ def _hub_offline(offline: bool) -> Iterator[None]:
         constants.HF_HUB_OFFLINE = saved
 
 
-def from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
+def fetch_from_hub(fetch: Callable[[], T], encoder: str, weights: str) -> T:
     """Run `fetch` (which may download) and turn any download failure into one actionable line."""
     reason = _hub_unreachable()
     try:

@@ -4,8 +4,8 @@
 `depth`, `output_size`, ...), so crops, tiling and TTA treat it like a "same"-padded U-Net. Encoder names are
 smp's (`resnet34`, `vgg16`, `inceptionresnetv2`, `efficientnet-b0`) or timm's as `tu-<name>` (Inception v3 is
 `tu-inception_v3`). Weights come from smp's hub ("imagenet") or a local file; offline, the hub gives one line
-saying how to pass a file, within seconds rather than after its client's retries (`encoder_weights.py`). smp is imported inside
-the functions: it takes about 2 s and plain U-Net runs do not need it.
+saying how to pass a file, within seconds rather than after its client's retries (`encoder_weights.py`). smp is
+imported inside the functions: it takes about 2 s and plain U-Net runs do not need it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from unetkit.errors import UnetkitError
-from unetkit.models.encoder_weights import check_names, from_hub, is_weights_file, load_encoder_weights
+from unetkit.models.encoder_weights import check_names, fetch_from_hub, is_weights_file, load_encoder_weights
 
 IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # on [0, 1] pixels
 _DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default; the first `depth` entries are used
@@ -48,7 +48,7 @@ class EncoderUNet(nn.Module):
             return smp.Unet(encoder, encoder_depth=depth, encoder_weights=hub_weights, in_channels=in_channels,
                             classes=num_classes, decoder_channels=_DECODER_CHANNELS[:depth])
 
-        net = from_hub(make, encoder, weights) if from_hub else make()
+        net = fetch_from_hub(make, encoder, weights) if from_hub else make()
         # smp's names, so smp's own checkpoints load; the straight-line forward below replaces smp's.
         self.encoder, self.decoder, self.segmentation_head = net.encoder, net.decoder, net.segmentation_head
         if weights != "none" and not from_hub:
@@ -159,7 +159,7 @@ def encoder_normalization(encoder: str, weights: str, channels: int = 3) -> tupl
         params = smp.encoders.get_preprocessing_params(encoder)  # timm's table: no download
     elif not encoder.startswith("tu-") and not is_weights_file(weights):
         check_names(encoder, weights)
-        params = from_hub(lambda: smp.encoders.get_preprocessing_params(encoder, weights), encoder, weights)
+        params = fetch_from_hub(lambda: smp.encoders.get_preprocessing_params(encoder, weights), encoder, weights)
     scale = float(params.get("input_range", [0, 1])[1])  # some tables are on 0..255 pixels
     mean = [float(m) / scale for m in params["mean"]]
     std = [float(s) / scale for s in params["std"]]
