@@ -65,3 +65,28 @@ def test_valid_network_crops_reach_border_pixels_with_mirrored_context() -> None
 
     assert corner_hits(8) > 0
     assert corner_hits(0) == 0
+
+
+def test_crops_on_objects_give_a_rare_class_its_share() -> None:
+    # class 1 fills the left half of a 128x128 mask, class 2 is one 3x3 patch far to the right (9 of ~8200
+    # object pixels). A crop placed on a random object pixel would hold class 2 about once in 900 draws; with
+    # the class drawn first, half the crops are put on it.
+    mask = np.zeros((128, 128), np.uint8)
+    mask[:, :64] = 1
+    mask[100:103, 100:103] = 2
+    image = np.zeros((128, 128, 1), np.float32)
+    cfg = DataConfig(classes=["a", "b", "c"], crop_size=16, augment=[], foreground_crops=1.0)
+    transform = train_transform(cfg)
+    outs = [transform(image=image, mask=mask)["mask"] for _ in range(400)]
+    with_rare = sum(int((out == 2).any()) for out in outs)
+    assert 140 <= with_rare <= 260
+    assert all((out > 0).any() for out in outs)  # every crop holds an object
+
+
+def test_crops_on_objects_can_choose_class_zero_when_another_class_is_background() -> None:
+    mask = np.full((64, 64), 1, np.uint8)  # class 1 is the background here
+    mask[5:8, 5:8] = 0
+    image = np.zeros((64, 64, 1), np.float32)
+    cfg = DataConfig(classes=["a", "b"], crop_size=8, augment=[], foreground_crops=1.0, background_class=1)
+    transform = train_transform(cfg)
+    assert all((transform(image=image, mask=mask)["mask"] == 0).any() for _ in range(50))

@@ -14,6 +14,7 @@ import albumentations as A
 import cv2
 
 from unetkit.config import IGNORE_INDEX, DataConfig
+from unetkit.data.class_crop import ClassBalancedCrop
 from unetkit.data.elastic import GridElastic  # importing it registers it with albumentations' deserializer
 from unetkit.errors import UnetkitError
 
@@ -62,14 +63,15 @@ def _normalize(cfg: DataConfig) -> A.Normalize:
 
 def _crop(cfg: DataConfig) -> A.BasicTransform:
     """A uniformly random crop, or with `foreground_crops` f: with probability f a crop holding a pixel of a
-    class other than the background (and not ignored), as nnU-Net oversamples foreground."""
+    class other than the background (and not ignored), the class drawn uniformly from those in the image, as
+    nnU-Net oversamples foreground."""
     size, share = cfg.crop_size, cfg.foreground_crops
     uniform = A.RandomCrop(height=size, width=size)
     if share == 0:
         return uniform
     uniform.p = 1.0 - share
-    on_objects = A.CropNonEmptyMaskIfExists(height=size, width=size, ignore_values=[cfg.background_class,
-                                                                                  IGNORE_INDEX], p=share)
+    on_objects = ClassBalancedCrop(height=size, width=size, skip_values=[cfg.background_class, IGNORE_INDEX],
+                                   p=share)
     return A.OneOf([uniform, on_objects], p=1.0)
 
 

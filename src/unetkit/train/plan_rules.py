@@ -71,7 +71,8 @@ def layout_choices(plan: Plan) -> None:
     plan.add("data.background_class", fp.background, f"{fp.classes[fp.background].name} is the most frequent class")
     if rarest.share < SPARSE:
         plan.add("data.foreground_crops", OVERSAMPLE, f"{rarest.name} covers only {rarest.share:.1%} of the pixels: "
-                 f"a third of the crops are put on objects (as nnU-Net)")
+                 "a third of the crops are put on objects" + (", each of a class drawn uniformly from those in "
+                 "the image (as nnU-Net)" if len(fp.classes) > 2 else " (as nnU-Net)"))
     else:
         plan.add("data.foreground_crops", 0.0, f"the rarest class ({rarest.name}) covers {rarest.share:.1%}: random "
                  "crops find it")
