@@ -4,6 +4,7 @@
     python benchmarks/budget.py --minutes 10 --datasets isbi2012 --methods unetkit
     python benchmarks/budget.py --table                                        # print the stored results
     python benchmarks/budget.py --datasets isbi2012 --methods unetkit --set model.norm=group --tag group-norm
+    python benchmarks/budget.py --datasets isbi2012 --methods monai --tag epyc   # a rerun kept beside the first
 
 Methods: `unetkit` (the command a user types: it plans, trains, chooses its threshold on its own validation
 split, and its best.pt predicts the test images through `unetkit predict`), and the peers of budget_peers.py:
@@ -15,7 +16,8 @@ val/ is given to unetkit as its validation folder). Every method is scored by bu
 Each (dataset, method, minutes) result is kept as JSON in benchmarks/results/ with the date, the machine and
 the protocol, so a rerun of one method compares against stored results. `--set` changes the plan of unetkit's
 run (a `--set` of `unetkit train`) to measure one choice against the plan's own; such a run needs a `--tag`, is
-kept under its own name and stays out of the comparison and the curve. Run it alone on the machine: the budget
+kept under its own name and stays out of the comparison and the curve. `--tag` alone keeps a rerun (on another
+machine, say, as the reference of a `--set` run there) the same way. Run it alone on the machine: the budget
 is wall time.
 """
 
@@ -114,7 +116,8 @@ def table(minutes: float | None) -> str:
         keys = HEADLINE[r["dataset"]]
         cells = [f"{k} {r['scores'][k]:.4f}" for k in keys] + [""] * (3 - len(keys))
         work = r.get("steps") or (r.get("summary") or {}).get("epochs", "")
-        method = f"{r['method']} ({r['variant']}: {' '.join(r['overrides'])})" if r.get("variant") else r["method"]
+        method = r["method"] if not r.get("variant") else \
+            f"{r['method']} ({': '.join([r['variant'], ' '.join(r['overrides'])][:1 + bool(r['overrides'])])})"
         lines.append(f"| {r['dataset']} | {method} | {r['minutes']:g} | " + " | ".join(cells)
                      + f" | {work} | {r['date'][:10]} |")
     return "\n".join(lines)
@@ -155,10 +158,10 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="only print the stored results")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="change unetkit's plan (as `unetkit train --set`); needs --tag")
-    parser.add_argument("--tag", help="name of a run with --set, kept beside the plan's own result")
+    parser.add_argument("--tag", help="name of a variant or rerun, kept beside the plan's own stored result")
     args = parser.parse_args()
-    if bool(args.set) != bool(args.tag):
-        parser.error("--set and --tag go together: a changed plan is kept under its own name")
+    if args.set and not args.tag:
+        parser.error("--set needs --tag: a changed plan is kept under its own name")
     if args.set and set(args.methods) != {"unetkit"}:
         parser.error("--set changes unetkit's plan: use it with --methods unetkit")
     if not args.table:
