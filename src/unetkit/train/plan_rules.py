@@ -139,7 +139,8 @@ def shape_choices(plan: Plan) -> None:
                  "tiles")
     plan.add("model.name", "unet", "the U-Net")
     plan.add("model.padding", "same", "padded convolutions: every crop pixel is trained, any image size predicted")
-    plan.add("model.norm", "batch", "batch norm with >= 4 samples per batch trains fastest from scratch")
+    plan.add("model.norm", "batch", "batch norm with >= 4 samples per batch: tied or beat group norm in equal "
+             "time, with a faster step (benchmarks/budget.py --set model.norm=group)")
     plan.add("model.max_channels", MAX_CHANNELS, f"features double per level up to {MAX_CHANNELS}")
 
 
