@@ -116,8 +116,9 @@ def table(minutes: float | None) -> str:
         keys = HEADLINE[r["dataset"]]
         cells = [f"{k} {r['scores'][k]:.4f}" for k in keys] + [""] * (3 - len(keys))
         work = r.get("steps") or (r.get("summary") or {}).get("epochs", "")
-        method = r["method"] if not r.get("variant") else \
-            f"{r['method']} ({': '.join([r['variant'], ' '.join(r['overrides'])][:1 + bool(r['overrides'])])})"
+        changed = " ".join(r.get("overrides") or [])
+        method = f"{r['method']} ({r['variant']}{': ' + changed if changed else ''})" if r.get("variant") \
+            else r["method"]
         lines.append(f"| {r['dataset']} | {method} | {r['minutes']:g} | " + " | ".join(cells)
                      + f" | {work} | {r['date'][:10]} |")
     return "\n".join(lines)

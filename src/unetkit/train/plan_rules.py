@@ -70,9 +70,9 @@ def layout_choices(plan: Plan) -> None:
     rarest = min((c for i, c in enumerate(fp.classes) if i != fp.background), key=lambda c: c.share)
     plan.add("data.background_class", fp.background, f"{fp.classes[fp.background].name} is the most frequent class")
     if rarest.share < SPARSE:
+        which = ", each of a class drawn uniformly from those in the image" if len(fp.classes) > 2 else ""
         plan.add("data.foreground_crops", OVERSAMPLE, f"{rarest.name} covers only {rarest.share:.1%} of the pixels: "
-                 "a third of the crops are put on objects" + (", each of a class drawn uniformly from those in "
-                 "the image (as nnU-Net)" if len(fp.classes) > 2 else " (as nnU-Net)"))
+                 f"a third of the crops are put on objects{which} (as nnU-Net)")
     else:
         plan.add("data.foreground_crops", 0.0, f"the rarest class ({rarest.name}) covers {rarest.share:.1%}: random "
                  "crops find it")
