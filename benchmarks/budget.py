@@ -49,9 +49,13 @@ USER_FACTS = {"camvid": ["--ignore", "11"]}
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    """The CPU model alone does not tell two machines apart (one EPYC has AVX-512 bf16, another not): keep the ISA."""
+    info = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
+    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
 
 
 def run_unetkit(name: str, minutes: float, work: Path, overrides: list[str]) -> tuple[list[np.ndarray], dict]:
