@@ -114,8 +114,8 @@ LOWER_IS_BETTER = {"pixel_error", "adapted_rand_error", "vi"}
 def table(minutes: float | None) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("budget-*.json"))]
     rows = [r for r in rows if minutes is None or r["minutes"] == minutes]
-    lines = ["| dataset | method | minutes | score 1 | score 2 | score 3 | steps or epochs | date |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | method | minutes | score 1 | score 2 | score 3 | steps or epochs | machine | date |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], r["minutes"], METHODS.index(r["method"]))):
         keys = HEADLINE[r["dataset"]]
         cells = [f"{k} {r['scores'][k]:.4f}" for k in keys] + [""] * (3 - len(keys))
@@ -124,31 +124,42 @@ def table(minutes: float | None) -> str:
         method = f"{r['method']} ({r['variant']}{': ' + changed if changed else ''})" if r.get("variant") \
             else r["method"]
         lines.append(f"| {r['dataset']} | {method} | {r['minutes']:g} | " + " | ".join(cells)
-                     + f" | {work} | {r['date'][:10]} |")
+                     + f" | {work} | {machine_label(r['machine'])} | {r['date'][:10]} |")
     return "\n".join(lines)
+
+
+def machine_label(info: dict) -> str:
+    """'AMD EPYC, AVX-512 bf16': the CPU and whether it has the bf16 vector units the planner times (results
+    stored before the ISA was recorded say only the CPU)."""
+    cpu = info["cpu"].replace("(R)", "").replace(" Processor", "")
+    if "isa" not in info:
+        return cpu
+    return f"{cpu}, {'AVX-512 bf16' if 'avx512_bf16' in info['isa'] else 'no AVX-512 bf16'}"
 
 
 PRIMARY = {"isbi2012": "pixel_error", "kvasir_seg": "dice", "sandstone": "miou", "camvid": "miou"}
 
 
 def curves() -> str:
-    """Per dataset: unetkit's primary score at each budget measured, the best peer's 10-minute score, and the
-    fewest minutes measured at which unetkit reaches it."""
-    rows = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("variant")]
+    """Per dataset and machine (a faster machine trains more in the same minutes, so only results of one machine
+    are compared): unetkit's primary score at each budget measured, the best peer's 10-minute score there, and
+    the fewest minutes measured at which unetkit reaches it. Runs of a changed plan (`--set`) stay out."""
+    rows = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("overrides")]
     lines = []
-    for name in DATASETS:
+    for name, where in sorted({(r["dataset"], machine_label(r["machine"])) for r in rows}):
         key = PRIMARY[name]
         better = (lambda a, b: a <= b) if key in LOWER_IS_BETTER else (lambda a, b: a >= b)
-        peers = [r for r in rows if r["dataset"] == name and r["method"] != "unetkit" and r["minutes"] == 10]
-        ours = sorted((r for r in rows if r["dataset"] == name and r["method"] == "unetkit"),
-                      key=lambda r: r["minutes"])
+        mine = [r for r in rows if r["dataset"] == name and machine_label(r["machine"]) == where]
+        peers = [r for r in mine if r["method"] != "unetkit" and r["minutes"] == 10]
+        ours = sorted((r for r in mine if r["method"] == "unetkit"), key=lambda r: r["minutes"])
         if not peers or not ours:
             continue
         pick = min if key in LOWER_IS_BETTER else max
         best = pick(peers, key=lambda r: r["scores"][key])
         reach = next((r["minutes"] for r in ours if better(r["scores"][key], best["scores"][key])), None)
         shown = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in ours)
-        lines.append(f"{name}: {key}: unetkit {shown}; best peer {best['method']} 10 min {best['scores'][key]:.4f}; "
+        lines.append(f"{name} ({where}): {key}: unetkit {shown}; best peer {best['method']} 10 min "
+                     f"{best['scores'][key]:.4f}; "
                      + (f"unetkit reaches it at {reach:g} min" if reach is not None
                         else "unetkit does not reach it in the budgets measured"))
     return "\n".join(lines)
