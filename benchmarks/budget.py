@@ -28,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -65,6 +66,7 @@ def run_unetkit(name: str, minutes: float, work: Path, overrides: list[str]) -> 
 
     dataset = load(name)
     data = folder_view(dataset, work / "data")
+    shutil.rmtree(work / "runs", ignore_errors=True)  # else train writes run-2 and the last run's best.pt is scored
     began = time.perf_counter()
     cmd = [sys.executable, "-m", "unetkit", "train", str(data), "--minutes", str(minutes), "-q",
            "--set", f"train.output_dir={work / 'runs'}", "--set", "train.run_name=run", *USER_FACTS.get(name, [])]
