@@ -16,9 +16,9 @@ val/ is given to unetkit as its validation folder). Every method is scored by bu
 Each (dataset, method, minutes) result is kept as JSON in benchmarks/results/ with the date, the machine and
 the protocol, so a rerun of one method compares against stored results. `--set` changes the plan of unetkit's
 run (a `--set` of `unetkit train`) to measure one choice against the plan's own; such a run needs a `--tag`, is
-kept under its own name and stays out of the comparison and the curve. `--tag` alone keeps a rerun (on another
-machine, say, as the reference of a `--set` run there) the same way. Run it alone on the machine: the budget
-is wall time.
+kept under its own name and stays out of the curve. `--tag` alone keeps a rerun (on another machine, say, as
+the reference of a `--set` run there) under its own name; it counts in the curve of its machine (the CPU and
+its vector extensions, as recorded). Run it alone on the machine: the budget is wall time.
 """
 
 from __future__ import annotations
