@@ -173,6 +173,32 @@ def test_large_thick_objects_are_trained_at_a_lower_resolution_thin_ones_are_not
     assert "train.choose_by" not in {c.key for c in large.choices}
 
 
+def test_a_thin_class_holds_the_resolution_only_when_the_budget_shows_it_enough(tmp_path: Path,
+                                                                                  fast_timing: dict) -> None:
+    """A large disc (class 1) would be trained at a lower resolution, but 2 px lines (class 2, ~1% of the
+    pixels) would vanish there: with many steps they hold full resolution; with few, the lines are seen too
+    little to be learnt at all and the disc decides."""
+    yy, xx = np.mgrid[:600, :600]
+    root = tmp_path / "d"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(5):
+        mask = np.zeros((600, 600), np.uint8)
+        mask[(yy - 300) ** 2 + (xx - 300) ** 2 <= 200 ** 2] = 1
+        mask[100 + 10 * i:102 + 10 * i] = mask[500 - 10 * i:502 - 10 * i] = mask[:, 50:52] = 2
+        image = np.array([40, 150, 250], np.uint8)[mask]
+        Image.fromarray(image).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"{i}.png")
+    many = make_plan(root, 5, "cpu", say=_silent)
+    assert many.value("data.scale") == 1.0
+    fast_timing["per_channel"] = 2.0  # 16 s steps: ~17 steps in the budget
+    few = make_plan(root, 5, "cpu", say=_silent)
+    assert plan_rules.MIN_SCALE <= few.value("data.scale") < 0.4  # the disc (~400 px) fills half a 256 crop
+    reason = next(c.reason for c in few.choices if c.key == "data.scale")
+    assert "class_2 ~2 px thick" in reason and "do not hold it up" in reason
+    assert few.value("data.crop_size") <= round(600 * few.value("data.scale"))  # the shape follows the new scale
+
+
 def test_an_instances_folder_plans_an_instance_model(tmp_path: Path, fast_timing: dict) -> None:
     from unetkit.data.touching import make_touching_dataset
 

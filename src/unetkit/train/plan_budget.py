@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -15,6 +16,7 @@ from unetkit.data.dataset import dataset_pairs
 from unetkit.data.masks import MaskCodec
 from unetkit.infer.choices import OBJECT_SIZES, THRESHOLDS
 from unetkit.train.measure import time_loading, time_objects, time_training_step, time_validation
+from unetkit.train.plan_rules import shape_choices
 
 if TYPE_CHECKING:
     from unetkit.train.plan import Plan
@@ -34,11 +36,45 @@ LIGHT_AUGMENT = [{"__class_fullname__": "HorizontalFlip", "p": 0.5}, {"__class_f
 def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> None:
     """Precision, memory format and width timed on this machine; batch, epochs and validation from the time.
     Formats are timed on the narrowest network; wider ones are timed only while the previous width still gets
-    MIN_STEPS steps in the budget (a wider one could not), so planning stays a small part of short budgets."""
+    MIN_STEPS steps in the budget (a wider one could not), so planning stays a small part of short budgets.
+    Once the narrowest is timed, the resolution is chosen again knowing how often the budget shows each image."""
     device = torch.device(plan.device)
     plan.add("data.batch_size", 4, "the smallest batch that keeps batch-norm statistics stable")
-    base = _with(config_from_dict(plan.tree(), "plan"), {"model": {"base_channels": WIDTHS[0]}})
     say("timing training steps on this machine ...")
+    fastest = _time_formats(plan, device)
+    timed = _time_data(plan, device, fastest)
+    scale = plan.value("data.scale")
+    shape_choices(plan, _full_views(plan, timed, time.perf_counter() - began))
+    if plan.value("data.scale") != scale:
+        say(f"timing again at {plan.value('data.scale'):g}x resolution ...")
+        timed = _time_data(plan, device, time_training_step(_narrowest(plan), device))
+    width_steps = {WIDTHS[0]: timed.step}
+    for width in WIDTHS[1:]:
+        seconds = _train_seconds(plan, timed.val_seconds * width_steps[max(width_steps)] / timed.step,
+                                 time.perf_counter() - began + timed.scan)
+        if _steps(seconds, width_steps[max(width_steps)], plan.value("data.batch_size"), timed.load) < MIN_STEPS:
+            break
+        width_steps[width] = time_training_step(_with(_narrowest(plan), {"model": {"base_channels": width}}), device)
+    _budget_choices(plan, _narrowest(plan), width_steps, timed, time.perf_counter() - began + timed.scan)
+
+
+@dataclass
+class Timed:
+    """What this machine takes for the narrowest network at the planned shape, in seconds."""
+    step: float  # one training step
+    load: float  # reading one training sample
+    val_seconds: float  # one validation pass (of the images kept for it)
+    train_images: int
+    scan: float  # reading every pair once before the first step
+
+
+def _narrowest(plan: Plan) -> Config:
+    return _with(config_from_dict(plan.tree(), "plan"), {"model": {"base_channels": WIDTHS[0]}})
+
+
+def _time_formats(plan: Plan, device: torch.device) -> float:
+    """Time the narrowest network in each precision and memory format; choose the fastest, return its step."""
+    base = _narrowest(plan)
     timed = {(precision, channels_last): time_training_step(_with(base, {"train": {
         "precision": precision, "channels_last": channels_last}}), device) for precision, channels_last in
         _formats(device)}
@@ -47,7 +83,12 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     plan.add("train.precision", precision, f"fastest training step measured here ({table} per step, base "
              f"{WIDTHS[0]})")
     plan.add("train.channels_last", channels_last, "measured with the precision above")
-    base = _with(base, {"train": {"precision": precision, "channels_last": channels_last}})
+    return fastest
+
+
+def _time_data(plan: Plan, device: torch.device, step: float) -> Timed:
+    """Reading and validating at the planned shape (the validation split cut for time), with `step` timed."""
+    base = _narrowest(plan)
     pairs, val = dataset_pairs(base.data)
     codec = MaskCodec(base.data.mask, base.data.num_classes)
     load = time_loading(base, pairs[:8], codec)
@@ -55,15 +96,16 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     val_seconds, train_images = _cut_validation(plan, whole, len(pairs), len(val))
     if base.model.task == "instances":  # the validation images kept, as _cut_validation scaled val_seconds
         plan.object_seconds = len(val) * time_objects(val, codec) * val_seconds / max(whole, 1e-9)
-    scan = (len(pairs) + len(val)) * load  # training reads every pair once before its first step
-    width_steps = {WIDTHS[0]: fastest}
-    for width in WIDTHS[1:]:
-        seconds = _train_seconds(plan, val_seconds * width_steps[max(width_steps)] / fastest,
-                                 time.perf_counter() - began + scan)
-        if _steps(seconds, width_steps[max(width_steps)], base.data.batch_size, load) < MIN_STEPS:
-            break
-        width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
-    _budget_choices(plan, base, width_steps, load, val_seconds, train_images, time.perf_counter() - began + scan)
+    return Timed(step, load, val_seconds, train_images, (len(pairs) + len(val)) * load)
+
+
+def _full_views(plan: Plan, timed: Timed, planning: float) -> float:
+    """Images' worth of full-resolution pixels each training image would be seen in the budget, with the
+    narrowest network at the shape planned so far: the budget's steps x batch x crop area over the data."""
+    batch, crop = plan.value("data.batch_size"), plan.value("data.crop_size")
+    steps = _steps(_train_seconds(plan, timed.val_seconds, planning + timed.scan), timed.step, batch, timed.load)
+    height, width = plan.fingerprint.median_size
+    return steps * batch * crop * crop / max(1.0, timed.train_images * height * width)
 
 
 def _steps(train_seconds: float, step: float, batch: int, load: float) -> float:
@@ -76,12 +118,12 @@ def _train_seconds(plan: Plan, val_seconds: float, planning: float) -> float:
     return max(30.0, 60 * plan.minutes - planning - _choices(plan, val_seconds)[1])
 
 
-def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], load: float, val_seconds: float,
-                    train_images: int, planning: float) -> None:
-    """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings;
-    `val_seconds` is one validation with the narrowest network (wider ones take longer in proportion) and
-    `planning` the seconds spent before training starts (this plan, then reading every pair once)."""
+def _budget_choices(plan: Plan, cfg: Config, width_steps: dict[int, float], timed: Timed, planning: float) -> None:
+    """Width, epochs, crops per image, augmentation and the minutes left for training, from the timings of
+    the narrowest network (a wider one validates longer in proportion); `planning` is the seconds spent
+    before training starts (this plan, then reading every pair once)."""
     batch, crop = cfg.data.batch_size, cfg.data.crop_size
+    load, val_seconds, train_images = timed.load, timed.val_seconds, timed.train_images
     narrowest = width_steps[WIDTHS[0]]
     steps = {w: _steps(_train_seconds(plan, val_seconds * t / narrowest, planning), t, batch, load)
              for w, t in width_steps.items()}

@@ -16,6 +16,7 @@ OVERSAMPLE = 0.33  # nnU-Net's share of crops forced onto foreground
 MAX_CHANNELS = 256
 CPU_CROP, GPU_CROP = 256, 512
 MIN_SCALE, MIN_THICKNESS = 0.25, 8.0  # reduced resolution: at most 4x, and thin classes keep 8 px
+SEEN_TO_LEARN = 0.25  # images' worth of a class's pixels a run must show before its thinness holds the resolution
 WHOLE_CPU, WHOLE_GPU = 1024, 2048  # longest image side predicted in one pass
 REGIONS_PER_WALL = 10  # a boundary map: the background falls into 10x more regions than the boundary class
 
@@ -88,35 +89,51 @@ def _mask_reason(key: str, fp: Any) -> str:
     return "found in the masks"
 
 
-def _scale(plan: Plan, cap: int) -> float:
+def _scale(plan: Plan, cap: int, views: float | None) -> float:
     """The resolution to train at: reduced when the typical object is wider than half the largest crop, so
-    one crop holds whole objects, but never so far that the thinnest class gets under MIN_THICKNESS pixels or
-    the images shrink below MIN_SCALE."""
+    one crop holds whole objects, but never so far that a thin class gets under MIN_THICKNESS pixels or the
+    images shrink below MIN_SCALE. `views` (images' worth of full-resolution pixels each training image is
+    seen in the budget; None before the machine is timed) frees the classes too rarely seen to hold it up."""
     fp = plan.fingerprint
     objects = [c for i, c in enumerate(fp.classes) if i != fp.background]
     extent = max(c.diameter for c in objects)
-    thinnest = min((c.thickness for c in objects if c.share > 0), default=0.0)
     if extent <= cap / 2:
         plan.add("data.scale", 1.0, f"full resolution: the typical object (~{extent:.0f} px) fits a crop twice over")
         return 1.0
+    guards = [c for c in objects if c.share > 0 and (views is None or c.share * views >= SEEN_TO_LEARN)]
+    thinnest = min((c.thickness for c in guards), default=0.0)
     wanted = (cap / 2) / extent
-    floor = max(MIN_SCALE, min(1.0, MIN_THICKNESS / max(thinnest, 1e-6)))
+    floor = max(MIN_SCALE, min(1.0, MIN_THICKNESS / max(thinnest, 1e-6))) if guards else MIN_SCALE
     scale = round(min(1.0, max(wanted, floor)), 2)
+    freed = [c for c in objects if c.share > 0 and c not in guards and c.thickness * scale < MIN_THICKNESS]
+    rare = _freed_reason(freed, views) if freed and scale < 1.0 else ""
     if scale == 1.0:
         plan.add("data.scale", 1.0, f"full resolution: objects of ~{extent:.0f} px are wider than half a {cap} px "
                  f"crop, but the thinnest class (~{thinnest:.0f} px thick) would fall under {MIN_THICKNESS:.0f} px")
         return 1.0
+    kept = f"the thinnest class it keeps, ~{thinnest:.0f} px thick, stays ~{thinnest * scale:.0f} px" if guards \
+        else "no class is seen often enough to hold it up"
     plan.add("data.scale", scale, f"objects of ~{extent:.0f} px are wider than half a {cap} px crop: training and "
-             f"prediction at {scale:g}x (the thinnest class, ~{thinnest:.0f} px thick, keeps ~"
-             f"{thinnest * scale:.0f} px); masks and scores stay at full size")
+             f"prediction at {scale:g}x ({kept}{rare}); masks and scores stay at full size")
     return scale
 
 
-def shape_choices(plan: Plan) -> None:
-    """Resolution, crop and depth from the image and object sizes (depth: receptive field), the padded U-Net."""
+def _freed_reason(freed: list[Any], views: float | None) -> str:
+    """Why thin classes too rarely seen in the budget do not hold the resolution up, with what it shows of each."""
+    shown = ", ".join(f"{c.name} ~{c.thickness:.0f} px thick, {c.share:.1%} of the pixels: "
+                      f"~{c.share * (views or 0):.2f}" for c in freed[:4])
+    more = f" and {len(freed) - 4} more" if len(freed) > 4 else ""
+    return (f"; with each training image seen ~{views:.1f}x in this budget, thin classes get under {SEEN_TO_LEARN:g} "
+            f"images' worth of their pixels ({shown}{more}): too little to learn so thin a class (none was, at "
+            "full resolution, in benchmarks/budget.py), so they do not hold it up")
+
+
+def shape_choices(plan: Plan, views: float | None = None) -> None:
+    """Resolution, crop and depth from the image and object sizes (depth: receptive field), the padded U-Net;
+    made again once the machine is timed, with `views` (see `_scale`)."""
     fp = plan.fingerprint
     cap = GPU_CROP if plan.device.startswith("cuda") else CPU_CROP
-    scale = _scale(plan, cap)
+    scale = _scale(plan, cap, views)
     extent = scale * max(c.diameter for i, c in enumerate(fp.classes) if i != fp.background)
     min_side, max_side = round(fp.min_side * scale), round(fp.max_side * scale)
     crop = max(64, min(cap, min_side // 32 * 32))
