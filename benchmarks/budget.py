@@ -18,7 +18,8 @@ the protocol, so a rerun of one method compares against stored results. `--set` 
 run (a `--set` of `unetkit train`) to measure one choice against the plan's own; such a run needs a `--tag`, is
 kept under its own name and stays out of the curve. `--tag` alone keeps a rerun (on another machine, say, as
 the reference of a `--set` run there) under its own name; it counts in the curve of its machine (the CPU and
-its vector extensions, as recorded). Run it alone on the machine: the budget is wall time.
+its vector extensions, as recorded), where the latest run of each method and budget counts. Run it alone on
+the machine: the budget is wall time.
 """
 
 from __future__ import annotations
@@ -145,8 +146,12 @@ PRIMARY = {"isbi2012": "pixel_error", "kvasir_seg": "dice", "sandstone": "miou",
 def curves() -> str:
     """Per dataset and machine (a faster machine trains more in the same minutes, so only results of one machine
     are compared): unetkit's primary score at each budget measured, the best peer's 10-minute score there, and
-    the fewest minutes measured at which unetkit reaches it. Runs of a changed plan (`--set`) stay out."""
-    rows = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("overrides")]
+    the fewest minutes measured at which unetkit reaches it. Runs of a changed plan (`--set`) stay out; of
+    reruns of one method and budget on one machine the latest counts (the plan may have changed since)."""
+    runs = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("overrides")]
+    latest = {(r["dataset"], machine_label(r["machine"]), r["method"], r["minutes"]): r
+              for r in sorted(runs, key=lambda r: r["date"])}
+    rows = list(latest.values())
     lines = []
     for name, where in sorted({(r["dataset"], machine_label(r["machine"])) for r in rows}):
         key = PRIMARY[name]

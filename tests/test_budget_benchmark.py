@@ -14,8 +14,9 @@ FAST = {"cpu": "AMD EPYC", "isa": ["avx2", "avx512f", "avx512_bf16"], "cores": 2
 OLD = {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2}  # stored before the ISA was recorded
 
 
-def _store(folder: Path, method: str, minutes: float, miou: float, where: dict, **extra: object) -> None:
-    row = {"dataset": "camvid", "method": method, "minutes": minutes, "date": "2026-12-02T10:00:00",
+def _store(folder: Path, method: str, minutes: float, miou: float, where: dict, when: str = "2026-12-02T10:00:00",
+           **extra: object) -> None:
+    row = {"dataset": "camvid", "method": method, "minutes": minutes, "date": when,
            "machine": where, "scores": {"miou": miou}, **extra}
     tag = f"-{extra['variant']}" if "variant" in extra else ""
     (folder / f"budget-camvid-{method}{tag}-{minutes:g}min.json").write_text(json.dumps(row))
@@ -27,10 +28,11 @@ def test_machine_label_says_whether_the_cpu_has_bf16_units() -> None:
     assert budget.machine_label(OLD) == "Intel Xeon"
 
 
-def test_curve_compares_rows_of_one_machine_and_leaves_changed_plans_out(
+def test_curve_compares_latest_rows_of_one_machine_and_leaves_changed_plans_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(budget, "RESULTS", tmp_path)
     _store(tmp_path, "unetkit", 5, 0.24, FAST, variant="epyc", overrides=[])
+    _store(tmp_path, "unetkit", 10, 0.25, FAST, "2026-12-02T09:00:00", variant="older", overrides=[])  # rerun
     _store(tmp_path, "unetkit", 10, 0.28, FAST, variant="epyc", overrides=[])
     _store(tmp_path, "monai", 10, 0.27, FAST, variant="epyc", overrides=[])
     _store(tmp_path, "unetkit", 5, 0.31, FAST, variant="half", overrides=["data.scale=0.5"])  # a changed plan
@@ -44,4 +46,5 @@ def test_curve_compares_rows_of_one_machine_and_leaves_changed_plans_out(
         "10 min"]
     table = budget.table(None)
     assert "| camvid | unetkit (half: data.scale=0.5) | 5 | miou 0.3100 |" in table
-    assert table.count("| AMD EPYC, AVX-512 bf16 |") == 4 and table.count("| Intel Xeon |") == 2
+    assert "| camvid | unetkit (older) | 10 | miou 0.2500 |" in table  # the table keeps every run
+    assert table.count("| AMD EPYC, AVX-512 bf16 |") == 5 and table.count("| Intel Xeon |") == 2
