@@ -48,14 +48,15 @@ def measured_choices(plan: Plan, say: Callable[[str], None], began: float) -> No
     if plan.value("data.scale") != scale:
         say(f"timing again at {plan.value('data.scale'):g}x resolution ...")
         timed = _time_data(plan, device, time_training_step(_narrowest(plan), device))
+    base = _narrowest(plan)  # the shape is final from here
     width_steps = {WIDTHS[0]: timed.step}
     for width in WIDTHS[1:]:
         seconds = _train_seconds(plan, timed.val_seconds * width_steps[max(width_steps)] / timed.step,
                                  time.perf_counter() - began + timed.scan)
-        if _steps(seconds, width_steps[max(width_steps)], plan.value("data.batch_size"), timed.load) < MIN_STEPS:
+        if _steps(seconds, width_steps[max(width_steps)], base.data.batch_size, timed.load) < MIN_STEPS:
             break
-        width_steps[width] = time_training_step(_with(_narrowest(plan), {"model": {"base_channels": width}}), device)
-    _budget_choices(plan, _narrowest(plan), width_steps, timed, time.perf_counter() - began + timed.scan)
+        width_steps[width] = time_training_step(_with(base, {"model": {"base_channels": width}}), device)
+    _budget_choices(plan, base, width_steps, timed, time.perf_counter() - began + timed.scan)
 
 
 @dataclass

@@ -106,7 +106,7 @@ def _scale(plan: Plan, cap: int, views: float | None) -> float:
     floor = max(MIN_SCALE, min(1.0, MIN_THICKNESS / max(thinnest, 1e-6))) if guards else MIN_SCALE
     scale = round(min(1.0, max(wanted, floor)), 2)
     freed = [c for c in objects if c.share > 0 and c not in guards and c.thickness * scale < MIN_THICKNESS]
-    rare = _freed_reason(freed, views) if freed and scale < 1.0 else ""
+    rare = _freed_reason(freed, views) if freed and views is not None else ""
     if scale == 1.0:
         plan.add("data.scale", 1.0, f"full resolution: objects of ~{extent:.0f} px are wider than half a {cap} px "
                  f"crop, but the thinnest class (~{thinnest:.0f} px thick) would fall under {MIN_THICKNESS:.0f} px")
@@ -118,10 +118,10 @@ def _scale(plan: Plan, cap: int, views: float | None) -> float:
     return scale
 
 
-def _freed_reason(freed: list[Any], views: float | None) -> str:
+def _freed_reason(freed: list[Any], views: float) -> str:
     """Why thin classes too rarely seen in the budget do not hold the resolution up, with what it shows of each."""
     shown = ", ".join(f"{c.name} ~{c.thickness:.0f} px thick, {c.share:.1%} of the pixels: "
-                      f"~{c.share * (views or 0):.2f}" for c in freed[:4])
+                      f"~{c.share * views:.2f}" for c in freed[:4])
     more = f" and {len(freed) - 4} more" if len(freed) > 4 else ""
     return (f"; with each training image seen ~{views:.1f}x in this budget, thin classes get under {SEEN_TO_LEARN:g} "
             f"images' worth of their pixels ({shown}{more}): too little to learn so thin a class (none was, at "
