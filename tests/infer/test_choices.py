@@ -22,9 +22,9 @@ from unetkit.infer.choices import (
     choose_object_size,
     choose_threshold,
     hold_probabilities,
-    score_held,
 )
 from unetkit.infer.evaluate import evaluate
+from unetkit.infer.judges import Held, Scored, judge_for, score_held, standard_error
 from unetkit.train.run import train
 
 
@@ -38,16 +38,39 @@ class BrightIsUnsure:
 
 
 def test_the_best_threshold_wins_and_ties_go_to_the_one_nearest_one_half() -> None:
-    assert choose_threshold({0.3: 0.5, 0.5: 0.7, 0.7: 0.6}) == (0.5, "threshold 0.5: foreground IoU 0.7000 on the "
-                                                                    "validation images")
-    chosen, reason = choose_threshold({0.1: 0.8, 0.4: 0.8, 0.5: 0.2})
-    assert chosen == 0.4 and reason.endswith("against 0.2000 at 0.5")
-    assert choose_threshold({0.5: None})[0] == 0.5
+    table = {0.3: Scored(0.5), 0.5: Scored(0.7), 0.7: Scored(0.6)}
+    assert choose_threshold(table) == (0.5, "threshold 0.5: foreground IoU 0.7000 on the validation images")
+    chosen, reason = choose_threshold({0.1: Scored(0.8), 0.4: Scored(0.8), 0.5: Scored(0.2)})
+    assert chosen == 0.4 and "against 0.2000 at 0.5" in reason
+    assert choose_threshold({0.5: Scored(None)})[0] == 0.5
 
 
-def _iou_table(held: list, candidates: tuple[float, ...] = THRESHOLDS) -> dict[float, float | None]:
-    return {t: score_held(held, t, 0, ["background", "foreground"])["per_class"]["foreground"]["iou"]
-            for t in candidates}
+def test_a_threshold_that_wins_by_less_than_the_noise_of_the_images_gives_way_to_one_nearer_one_half() -> None:
+    noisy = {0.5: Scored(0.70, 0.01), 0.6: Scored(0.72, 0.01), 0.7: Scored(0.75, 0.04)}
+    chosen, reason = choose_threshold(noisy)  # 0.7 is best, but 0.6 is within its 0.04: 0.6 is nearer 0.5
+    assert chosen == 0.6
+    assert reason == ("threshold 0.6: foreground IoU 0.7200 on the validation images, within one standard error "
+                      "(0.0400) of the best, 0.7500 at 0.7: the cut nearest 0.5 of those")
+    sure = {0.5: Scored(0.70, 0.01), 0.6: Scored(0.72, 0.01), 0.7: Scored(0.75, 0.01)}
+    assert choose_threshold(sure)[0] == 0.7  # a gain larger than the noise is kept
+
+
+def test_the_noise_is_the_standard_error_of_the_images_own_scores() -> None:
+    truth = np.zeros((8, 8), np.uint8)
+    truth[:, :4] = 1
+    exact = np.where(truth == 1, 0.9, 0.1).astype(np.float32)
+    half = exact.copy()
+    half[:, 4:] = 0.9  # twice the true foreground: IoU 0.5
+    held = [Held(np.stack([1 - p, p]), truth) for p in (exact, half)]
+    scored = judge_for("pixels", ["background", "foreground"]).score(held, 0.5, 0)
+    assert scored.value == pytest.approx(64 / 96)  # pooled as `evaluate` pools: 64 true of 96 predicted pixels
+    assert scored.se == pytest.approx(standard_error([1.0, 0.5])) == pytest.approx(0.25)
+    assert standard_error([0.3]) == 0.0 and standard_error([None, 0.3]) == 0.0
+
+
+def _iou_table(held: list, candidates: tuple[float, ...] = THRESHOLDS) -> dict[float, Scored]:
+    judge = judge_for("pixels", ["background", "foreground"])
+    return {t: judge.score(held, t, 0) for t in candidates}
 
 
 def test_scores_of_every_threshold_come_from_one_set_of_probabilities(tiny_dataset: Path) -> None:
@@ -55,7 +78,8 @@ def test_scores_of_every_threshold_come_from_one_set_of_probabilities(tiny_datas
     codec = MaskCodec(MaskConfig(encoding="binary", foreground_value=255), 2)
     table = _iou_table(hold_probabilities(BrightIsUnsure(), pairs, codec, 1), (0.05, 0.1, 0.25, 0.3, 0.5))
     # above 0.1 and below 0.3 the unsure network is exactly right; at 0.05 all is foreground, from 0.3 none is
-    assert table[0.1] == table[0.25] == 1.0 and table[0.3] == table[0.5] == 0.0 and 0 < table[0.05] < 0.5
+    iou = {t: scored.value for t, scored in table.items()}
+    assert iou[0.1] == iou[0.25] == 1.0 and iou[0.3] == iou[0.5] == 0.0 and 0 < iou[0.05] < 0.5
     assert choose_threshold(table)[0] == 0.25
 
 
@@ -79,7 +103,7 @@ def test_a_run_chooses_on_validation_stores_in_best_pt_and_evaluate_uses_it(
     assert yaml.safe_load((run.run_dir / "config.yaml").read_text())["infer"]["threshold"] == chosen
     report = evaluate(run.run_dir / "best.pt", split="val", progress=False)
     # the IoU the run printed for its choice is the one `evaluate` gives the user at that threshold
-    assert report["threshold"] == chosen and report["per_class"]["foreground"]["iou"] == table[chosen]
+    assert report["threshold"] == chosen and report["per_class"]["foreground"]["iou"] == table[chosen].value
 
 
 def test_choosing_a_threshold_needs_a_binary_model_and_the_older_key_still_reads() -> None:
@@ -152,8 +176,6 @@ def test_small_objects_are_removed_in_predict(tiny_checkpoint: Path, tiny_datase
 def _walls_with_gaps() -> list:
     """A boundary map (class 1 = 3 px walls every 32 px) and a network that is sure of the walls except for a
     4 px gap in every wall segment (p 0.35), and half-sure (p 0.35) of a 1 px band beside every wall."""
-    from unetkit.infer.choices import Held
-
     size, step = 96, 32
     truth = np.zeros((size, size), np.uint8)
     for k in range(16, size, step):
@@ -168,12 +190,12 @@ def _walls_with_gaps() -> list:
 
 
 def test_a_boundary_map_is_judged_by_its_regions_not_its_pixels() -> None:
-    from unetkit.infer.choices import judge_for, region_error
+    from unetkit.infer.judges import region_error
 
     held, names = _walls_with_gaps(), ["background", "foreground"]
     pixels, regions = judge_for("pixels", names), judge_for("regions", names)
-    by_pixels = choose_threshold({t: pixels.value(held, t, 0) for t in THRESHOLDS}, pixels)[0]
-    by_regions, reason = choose_threshold({t: regions.value(held, t, 0) for t in THRESHOLDS}, regions)
+    by_pixels = choose_threshold({t: pixels.score(held, t, 0) for t in THRESHOLDS}, pixels)[0]
+    by_regions, reason = choose_threshold({t: regions.score(held, t, 0) for t in THRESHOLDS}, regions)
     assert by_pixels > 0.35 > by_regions  # IoU drops the gaps with the band; the regions need the gaps closed
     assert region_error(held, by_regions, 0) < region_error(held, by_pixels, 0)
     error = region_error(held, by_regions, 0)

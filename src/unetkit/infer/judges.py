@@ -1,0 +1,128 @@
+"""How the choices after training score one setting on the held validation probabilities, and how sure it is.
+
+A judge returns the score `evaluate` would report at the setting (pooled as `evaluate` pools it: one confusion
+matrix over all images, the mean of the slice scores, the mean DSB score) and the standard error of the
+images' own scores. The second number is what makes a choice honest: with five validation slices a threshold
+that beats 0.5 by less than the spread between the slices won that contest by which slices were held out, and
+on other images its edge can turn into a loss (a membrane threshold 0.05 past the validation slices' best opens
+the gaps that merge neighbouring cells). `choices` keeps a departure from the default only when it wins by more
+than one standard error (the "one-standard-error rule" of model selection, Breiman et al. 1984; Hastie,
+Tibshirani and Friedman, *The Elements of Statistical Learning*, 7.10).
+
+Judges, after `train.choose_by`:
+- `pixels`: foreground IoU (mIoU for several classes);
+- `regions`: for a boundary map (class 1 = the boundaries between objects, as EM membranes), one minus the Rand
+  error of the regions the boundaries enclose (`em_scores`, what `evaluate --em` reports);
+- `objects` (an instance model): the 2018 Data Science Bowl score of the objects grown from the seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from unetkit.em_scores import em_scores
+from unetkit.infer.cleanup import cleans, remove_small_objects
+from unetkit.infer.instances import grow_objects
+from unetkit.infer.predictor import classes_of
+from unetkit.instance_metrics import InstanceScores
+from unetkit.metrics import ConfusionMatrix, scores
+
+
+@dataclass
+class Held:
+    """One validation image's (K, H, W) float32 probabilities and (H, W) true classes."""
+
+    probs: np.ndarray
+    mask: np.ndarray
+    objects: np.ndarray | None = None  # (H, W) true object labels, for an instance model's choices
+
+
+class Scored(NamedTuple):
+    """A setting's higher-better score (None: nothing to score) and the standard error of the images' scores."""
+
+    value: float | None
+    se: float = 0.0
+
+
+def standard_error(values: Sequence[float | None]) -> float:
+    """Standard deviation / sqrt(n) of the defined per-image scores; 0 with fewer than two."""
+    known = np.array([v for v in values if v is not None and np.isfinite(v)], np.float64)
+    return float(known.std(ddof=1) / np.sqrt(len(known))) if len(known) > 1 else 0.0
+
+
+def predicted(item: Held, threshold: float, min_object_px: int) -> np.ndarray:
+    """(H, W) uint8 classes of one held image at these settings, as `Inference` would write them."""
+    pred = classes_of(torch.from_numpy(item.probs), threshold).numpy().astype(np.uint8)
+    return remove_small_objects(pred, min_object_px) if cleans(*item.mask.shape, min_object_px) else pred
+
+
+def _confusion(item: Held, threshold: float, min_object_px: int, num_classes: int) -> torch.Tensor:
+    confusion = ConfusionMatrix(num_classes)
+    confusion.update(torch.from_numpy(predicted(item, threshold, min_object_px)).long(),
+                     torch.from_numpy(item.mask).long())
+    return confusion.matrix
+
+
+def score_held(held: Sequence[Held], threshold: float, min_object_px: int, class_names: list[str]) -> dict:
+    """The scores `evaluate` would report at these settings, from the held probabilities."""
+    confusion = ConfusionMatrix(len(class_names))
+    for item in held:
+        confusion.add_counts(_confusion(item, threshold, min_object_px, len(class_names)))
+    return scores(confusion.matrix, class_names)
+
+
+def region_error(held: Sequence[Held], threshold: float, min_object_px: int) -> float:
+    """Mean over the images of the Rand error of the regions enclosed by class 1 (`em_scores`)."""
+    return float(np.mean(_region_errors(held, threshold, min_object_px)))
+
+
+def _region_errors(held: Sequence[Held], threshold: float, min_object_px: int) -> list[float]:
+    return [em_scores(item.mask == 1, predicted(item, threshold, min_object_px) == 1).rand_error for item in held]
+
+
+@dataclass(frozen=True)
+class Judge:
+    """How the choices score held probabilities at (threshold, min_object_px); `shown` prints a value."""
+
+    name: str
+    score: Callable[[Sequence[Held], float, int], Scored]
+    shown: Callable[[float], str]
+
+
+def _objects(held: Sequence[Held], seed_threshold: float, min_object_px: int) -> Scored:
+    found = InstanceScores()
+    for item in held:
+        found.update(item.objects, grow_objects(item.probs, seed_threshold, min_object_px))
+    return Scored(float(found.scores()["dsb_score"]), standard_error(found.dsb))
+
+
+def _regions(held: Sequence[Held], threshold: float, min_object_px: int) -> Scored:
+    errors = _region_errors(held, threshold, min_object_px)
+    return Scored(-float(np.mean(errors)), standard_error(errors))
+
+
+def _pixels(class_names: list[str]) -> Callable[[Sequence[Held], float, int], Scored]:
+    def headline(matrix: torch.Tensor) -> float | None:
+        result = scores(matrix, class_names)
+        return result["per_class"][class_names[1]]["iou"] if len(class_names) == 2 else result["miou"]
+
+    def pixels(held: Sequence[Held], threshold: float, min_object_px: int) -> Scored:
+        matrices = [_confusion(item, threshold, min_object_px, len(class_names)) for item in held]
+        return Scored(headline(torch.stack(matrices).sum(0)), standard_error([headline(m) for m in matrices]))
+
+    return pixels
+
+
+def judge_for(by: str, class_names: list[str]) -> Judge:
+    """The `train.choose_by` score as a Judge; "objects" (an instance model's) is the DSB score, and its
+    threshold is the seed threshold."""
+    if by == "objects":
+        return Judge("object score (DSB)", _objects, lambda v: f"{v:.4f}")
+    if by == "regions":
+        return Judge("Rand error of the regions", _regions, lambda v: f"{-v:.4f}")
+    return Judge("foreground IoU" if len(class_names) == 2 else "mIoU", _pixels(class_names), lambda v: f"{v:.4f}")
