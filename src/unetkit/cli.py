@@ -64,7 +64,8 @@ def _infer_options(args: argparse.Namespace) -> InferOptions:
     from unetkit.infer.inference import InferOptions
 
     fields = {"tile": "tile", "overlap": "overlap", "tta": "tta", "threshold": "threshold",
-              "min_object_px": "min_object_px", "em": "em_scores", "instances": "instances",
+              "min_object_px": "min_object_px", "boundary_seeds": "boundary_seeds", "em": "em_scores",
+              "instances": "instances",
               "precision": "precision", "channels_last": "channels_last", "compile": "compile", "level": "level"}
     given = {}
     for flag, field in fields.items():

@@ -229,6 +229,9 @@ def _add_common(sub: Subparsers) -> None:
             p.add_argument("--min-object-px", type=int, metavar="N",
                            help="binary models: drop foreground regions under N pixels (default: the checkpoint's "
                                 "infer.min_object_px, 0 = keep all)")
+            p.add_argument("--boundary-seeds", type=float, metavar="P",
+                           help="boundary maps: close boundary gaps by a watershed seeded where p(boundary) < P "
+                                "(default: the checkpoint's infer.boundary_seeds, none = off)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -113,8 +113,9 @@ class TrainConfig(Strict):
     sample_images: int = Field(2, ge=0)  # validation images drawn in samples/epoch_NNN.png
     # after training, choose on the validation split with best.pt and store in best.pt and config.yaml:
     # threshold (binary: infer.threshold by foreground IoU), min_object (binary: infer.min_object_px),
-    # tta (infer.tta flips when it raises the score by at least 0.005, for 4x the inference time)
-    choose: list[Literal["threshold", "min_object", "tta"]] = Field(default_factory=list)
+    # tta (infer.tta flips when it raises the score by at least 0.005, for 4x the inference time),
+    # gaps (a boundary map: infer.boundary_seeds, chosen before the threshold)
+    choose: list[Literal["threshold", "min_object", "tta", "gaps"]] = Field(default_factory=list)
     # what those choices maximise: pixels = foreground IoU (mIoU for several classes); regions = for a binary
     # boundary map (class 1 = boundary, e.g. membranes), the Rand error of the regions it encloses (evaluate --em)
     choose_by: Literal["pixels", "regions"] = "pixels"
@@ -172,6 +173,10 @@ class InferConfig(Strict):
     # binary models: foreground regions (8-connected) smaller than this many pixels become background, over
     # the whole image (images up to 64 Mpx; larger ones are predicted band by band and left as they are)
     min_object_px: int = Field(0, ge=0)
+    # boundary maps (binary, class 1 = the boundaries between objects): regions seeded where p(boundary) is
+    # below this are grown by watershed and the lines where they meet become boundary, closing the gaps that
+    # merge neighbours (whole images up to 64 Mpx); None = off
+    boundary_seeds: float | None = Field(None, gt=0.0, lt=1.0)
     # best and worst images each shown (image | truth | prediction | errors) in report.html and
     # evaluation_NAME.html; 0 = none. Every image's own score is kept either way
     report_images: int = Field(3, ge=0)

@@ -22,12 +22,14 @@ class Config(Strict):
         n = self.data.num_classes
         if self.loss.binary and n != 2:
             raise ValueError(f"loss `bce` needs exactly 2 classes, data.classes has {n}")
-        binary_only = {"threshold", "min_object"} & set(self.train.choose)
+        binary_only = {"threshold", "min_object", "gaps"} & set(self.train.choose)
         if binary_only and n != 2 and self.model.task != "instances":
             raise ValueError(f"train.choose: {', '.join(sorted(binary_only))} is for binary models; data.classes "
                              f"has {n}")
         if self.infer.min_object_px and n != 2 and self.model.task != "instances":
             raise ValueError(f"infer.min_object_px is for binary and instance models; data.classes has {n}")
+        if self.infer.boundary_seeds is not None and (n != 2 or self.model.task == "instances"):
+            raise ValueError(f"infer.boundary_seeds is for binary boundary maps; data.classes has {n}")
         if self.model.task == "instances" and (n != 3 or self.data.mask.encoding != "instances"):
             raise ValueError("model.task 'instances' trains on instance labels (data.mask.encoding: instances) with "
                              "3 classes, e.g. data.classes: [background, interior, boundary]")

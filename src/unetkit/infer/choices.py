@@ -29,12 +29,15 @@ import numpy as np
 from tqdm import tqdm
 
 from unetkit.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from unetkit.config import Config, InferConfig
 from unetkit.data.dataset import Pair, load_pair
 from unetkit.data.inspect import image_size
 from unetkit.data.masks import MaskCodec
+from unetkit.infer.gaps import SEED_LEVELS
 from unetkit.infer.inference import Inference, model_predictor, open_inference, validation_settings
 from unetkit.infer.instances import true_objects
 from unetkit.infer.judges import Held, Judge, Scored, judge_for, score_held
+from unetkit.infer.predictor import Fn
 from unetkit.runtime import resolve_device
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05, 0.10, ..., 0.95
@@ -81,11 +84,11 @@ def choose_threshold(table: dict[float, Scored], judge: Judge | None = None) -> 
 
 
 def choose_object_size(held: Sequence[Held], threshold: float, class_names: list[str],
-                       judge: Judge | None = None) -> tuple[int, str]:
+                       judge: Judge | None = None, seeds: float | None = None) -> tuple[int, str]:
     """The smallest minimum object size within one standard error of the best score, and why."""
     judge = judge or judge_for("pixels", class_names)
     smallest = min(item.mask.size for item in held)
-    table = {size: judge.score(held, threshold, size) for size in OBJECT_SIZES if size <= smallest // 100}
+    table = {size: judge.score(held, threshold, size, seeds) for size in OBJECT_SIZES if size <= smallest // 100}
     table = {size: Scored(scored.value or 0.0, scored.se) for size, scored in table.items()}
     best = max(table, key=lambda s: (table[s].value, -s))
     chosen = min(_within_noise(table, best))
@@ -98,6 +101,26 @@ def choose_object_size(held: Sequence[Held], threshold: float, class_names: list
                    f"({table[best].se:.4f})")
     return chosen, (f"objects under {chosen} px removed: {judge.name} {judge.shown(table[chosen].value)} against "
                     f"{kept} keeping all")
+
+
+def choose_seeds(held: Sequence[Held], threshold: float, judge: Judge) -> tuple[float | None, str]:
+    """Whether closing a boundary map's gaps pays and from which seed level (`infer.boundary_seeds`): of the
+    settings within one standard error of the best score, the one that changes the map least (off, else the
+    lowest level: the fewest seeds), and why."""
+    table = {None: judge.score(held, threshold, 0), **{s: judge.score(held, threshold, 0, s) for s in SEED_LEVELS}}
+    table = {level: Scored(scored.value or 0.0, scored.se) for level, scored in table.items()}
+    best = max(table, key=lambda level: table[level].value)  # ties: the first, off
+    near = _within_noise(table, best)
+    off = judge.shown(table[None].value)
+    if None in near:
+        return None, (f"boundary gaps left as thresholded: closing them gives at best {judge.name} "
+                      f"{judge.shown(table[best].value)} against {off}, not more than one standard error "
+                      f"({table[best].se:.4f})" if best is not None else
+                      f"boundary gaps left as thresholded: closing them did not improve the {judge.name} ({off})")
+    chosen = min(level for level in near if level is not None)
+    return chosen, (f"boundary gaps closed by a watershed from regions seeded at p(boundary) < {chosen}: "
+                    f"{judge.name} {judge.shown(table[chosen].value)} against {off} without, at threshold "
+                    f"{threshold}")
 
 
 def choose_inference(checkpoint_path: str, pairs: Sequence[Pair], codec: MaskCodec, choose: Sequence[str],
@@ -119,34 +142,48 @@ def choose_inference(checkpoint_path: str, pairs: Sequence[Pair], codec: MaskCod
                        f"probabilities fill {MAX_HELD >> 30} GiB)")
     held = hold_probabilities(open_inference(predictor, cfg, infer), kept, codec, cfg.data.channels, progress,
                               objects=grown)
+    seeds = None
+    if "gaps" in choose and not grown:
+        seeds, reason = choose_seeds(held, infer.threshold, judge)
+        infer = infer.model_copy(update={"boundary_seeds": seeds})
+        reasons.append(reason)
     if "threshold" in choose:
-        threshold, reason = choose_threshold({t: judge.score(held, t, 0) for t in THRESHOLDS}, judge)
+        threshold, reason = choose_threshold({t: judge.score(held, t, 0, seeds) for t in THRESHOLDS}, judge)
         infer = infer.model_copy(update={cut: threshold})
         reasons.append(f"seed {reason}" if grown else reason)
     if "min_object" in choose:
-        size, reason = choose_object_size(held, getattr(infer, cut), names, judge)
+        size, reason = choose_object_size(held, getattr(infer, cut), names, judge, seeds)
         infer = infer.model_copy(update={"min_object_px": size})
         reasons.append(reason)
     if "tta" in choose:
-        flipped_infer = infer.model_copy(update={"tta": "flips"})
-        flipped = hold_probabilities(open_inference(predictor, cfg, flipped_infer), kept, codec, cfg.data.channels,
-                                     progress, objects=grown)
-        plain, with_flips = (judge.score(h, getattr(infer, cut), infer.min_object_px).value or 0.0
-                             for h in (held, flipped))
-        if with_flips - plain >= TTA_GAIN:
-            infer, held = flipped_infer, flipped
-            reasons.append(f"TTA flips: {judge.name} {judge.shown(with_flips)} against {judge.shown(plain)} "
-                           "without, for 4x the time")
-        else:
-            reasons.append(f"no TTA: flips give {judge.name} {judge.shown(with_flips)} against "
-                           f"{judge.shown(plain)} without, not worth 4x the time")
+        infer, held, reason = _judge_flips(predictor, cfg, infer, kept, codec, held, judge, progress)
+        reasons.append(reason)
     pixel_cleanup = 0 if grown else infer.min_object_px  # an instance model removes small objects, not pixels
-    final = score_held(held, infer.threshold, pixel_cleanup, names) if len(kept) == len(pairs) else None
+    final = (score_held(held, infer.threshold, pixel_cleanup, names, infer.boundary_seeds)
+             if len(kept) == len(pairs) else None)
     chosen = {"threshold": infer.threshold, "seed_threshold": infer.seed_threshold,
-              "min_object_px": infer.min_object_px, "tta": infer.tta}
+              "min_object_px": infer.min_object_px, "tta": infer.tta, "boundary_seeds": infer.boundary_seeds}
     checkpoint["config"]["infer"].update(chosen)
     save_checkpoint(checkpoint, checkpoint_path)
     return chosen, reasons, final
+
+
+def _judge_flips(predictor: Fn, cfg: Config, infer: InferConfig, pairs: Sequence[Pair], codec: MaskCodec,
+                 held: list[Held], judge: Judge, progress: bool) -> tuple[InferConfig, list[Held], str]:
+    """Flip TTA when it raises the score by at least TTA_GAIN: the settings and held probabilities to go on
+    with, and why."""
+    grown = cfg.model.task == "instances"
+    flipped_infer = infer.model_copy(update={"tta": "flips"})
+    flipped = hold_probabilities(open_inference(predictor, cfg, flipped_infer), pairs, codec, cfg.data.channels,
+                                 progress, objects=grown)
+    cut = infer.seed_threshold if grown else infer.threshold
+    plain, with_flips = (judge.score(h, cut, infer.min_object_px, infer.boundary_seeds).value or 0.0
+                         for h in (held, flipped))
+    if with_flips - plain >= TTA_GAIN:
+        return flipped_infer, flipped, (f"TTA flips: {judge.name} {judge.shown(with_flips)} against "
+                                        f"{judge.shown(plain)} without, for 4x the time")
+    return infer, held, (f"no TTA: flips give {judge.name} {judge.shown(with_flips)} against "
+                         f"{judge.shown(plain)} without, not worth 4x the time")
 
 
 def _within_memory(pairs: Sequence[Pair], num_classes: int) -> list[Pair]:

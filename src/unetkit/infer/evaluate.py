@@ -115,7 +115,8 @@ def evaluate(
             report["instance_scores"] = scored.objects.scores()
         report.update(loss=scored.loss, checkpoint=str(checkpoint), data=str(data) if data else name,
                       images=len(pairs), tta=infer.tta, threshold=infer.threshold, min_object_px=infer.min_object_px,
-                      confusion_matrix=matrix.tolist(), gallery=scored.gallery.as_dict())
+                      boundary_seeds=infer.boundary_seeds, confusion_matrix=matrix.tolist(),
+                      gallery=scored.gallery.as_dict())
         out = Path(output) if output else Path(checkpoint).parent / f"evaluation_{name}.json"
         report.update(json=str(out), html=str(html_path(out)))
         if world.main:  # rank 0 writes the report

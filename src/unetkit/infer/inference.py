@@ -30,6 +30,7 @@ from unetkit.errors import UnetkitError
 from unetkit.infer.cleanup import cleans, remove_small_objects
 from unetkit.infer.ensemble import FORMAT as ENSEMBLE_FORMAT
 from unetkit.infer.ensemble import ensemble_from_file, file_format
+from unetkit.infer.gaps import close_gaps, closes
 from unetkit.infer.instances import ObjectRule, object_rule
 from unetkit.infer.onnx_backend import load_onnx
 from unetkit.infer.package_backend import is_package, load_package
@@ -81,6 +82,7 @@ class InferOptions:
     batch_size: int | None = None
     threshold: float | None = None
     min_object_px: int | None = None
+    boundary_seeds: float | None = None
     em_scores: bool | None = None
     instances: bool | None = None
     seed_threshold: float | None = None
@@ -130,10 +132,14 @@ class Inference:
     def bands(self, image: np.ndarray, probabilities: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """Class indices of an (H, W[, C]) image as `(top, (rows, W) uint8)` pieces, top to bottom: one pass when
         it fits in one tile, else tiled (pieces of a few MB). `probabilities` (K, H, W) is filled as rows finish.
-        With `infer.min_object_px` an image of up to 64 Mpx is cleaned of small objects as one piece; with
+        With `infer.boundary_seeds` an image of up to 64 Mpx has the gaps of its boundaries closed and with
+        `infer.min_object_px` it is cleaned of small objects, each as one piece (gaps first); with
         `data.scale` < 1 the image is segmented at that scale and its probabilities resized back."""
         infer = self.infer
         height, width = image.shape[:2]
+        gaps = self.task == "semantic" and closes(height, width, infer.boundary_seeds)
+        if gaps and probabilities is None:  # the watershed runs on p(boundary)
+            probabilities = np.empty((self.data.num_classes, height, width), np.float32)
         if self.data.scale != 1.0:
             pieces: Iterator[tuple[int, np.ndarray]] = iter([(0, self._reduced(image, probabilities))])
         elif max(height, width) <= infer.tile:
@@ -143,6 +149,9 @@ class Inference:
             pieces = iter([(0, classes_of(probs, infer.threshold).numpy().astype(np.uint8))])
         else:
             pieces = index_bands(self.fn, image, make_prepare(self.data, image), infer, probabilities=probabilities)
+        if gaps:
+            pieces = iter([(0, close_gaps(assemble(pieces, (height, width)), probabilities[1],
+                                          infer.boundary_seeds))])
         if self.task == "semantic" and cleans(height, width, infer.min_object_px):  # instance models: objects
             pieces = iter([(0, remove_small_objects(assemble(pieces, (height, width)), infer.min_object_px))])
         yield from pieces
@@ -153,7 +162,7 @@ class Inference:
         height, width = image.shape[:2]
         small = shrink_image(to_unit(np.asarray(image), self.data.channels), self.data.scale)  # (h, w, C)
         at_scale = replace(self, data=self.data.model_copy(update={"scale": 1.0}),
-                           infer=self.infer.model_copy(update={"min_object_px": 0}))
+                           infer=self.infer.model_copy(update={"min_object_px": 0, "boundary_seeds": None}))
         probs = np.empty((self.data.num_classes, *small.shape[:2]), np.float32)
         at_scale.segment(small, probs)
         full = grow_probabilities(torch.from_numpy(probs), height, width)  # (K, H, W)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
 
 from unetkit.em_scores import em_scores
 from unetkit.infer.cleanup import cleans, remove_small_objects
+from unetkit.infer.gaps import close_gaps, closes
 from unetkit.infer.instances import grow_objects
 from unetkit.infer.predictor import classes_of
 from unetkit.instance_metrics import InstanceScores
@@ -55,64 +56,78 @@ def standard_error(values: Sequence[float | None]) -> float:
     return float(known.std(ddof=1) / np.sqrt(len(known))) if len(known) > 1 else 0.0
 
 
-def predicted(item: Held, threshold: float, min_object_px: int) -> np.ndarray:
-    """(H, W) uint8 classes of one held image at these settings, as `Inference` would write them."""
+def predicted(item: Held, threshold: float, min_object_px: int, seeds: float | None = None) -> np.ndarray:
+    """(H, W) uint8 classes of one held image at these settings, as `Inference` would write them: thresholded,
+    gaps closed (`seeds`: `infer.boundary_seeds`), small objects removed."""
     pred = classes_of(torch.from_numpy(item.probs), threshold).numpy().astype(np.uint8)
+    if closes(*item.mask.shape, seeds):
+        pred = close_gaps(pred, item.probs[1], seeds)
     return remove_small_objects(pred, min_object_px) if cleans(*item.mask.shape, min_object_px) else pred
 
 
-def _confusion(item: Held, threshold: float, min_object_px: int, num_classes: int) -> torch.Tensor:
+def _confusion(item: Held, threshold: float, min_object_px: int, num_classes: int,
+               seeds: float | None = None) -> torch.Tensor:
     confusion = ConfusionMatrix(num_classes)
-    confusion.update(torch.from_numpy(predicted(item, threshold, min_object_px)).long(),
+    confusion.update(torch.from_numpy(predicted(item, threshold, min_object_px, seeds)).long(),
                      torch.from_numpy(item.mask).long())
     return confusion.matrix
 
 
-def score_held(held: Sequence[Held], threshold: float, min_object_px: int, class_names: list[str]) -> dict:
+def score_held(held: Sequence[Held], threshold: float, min_object_px: int, class_names: list[str],
+               seeds: float | None = None) -> dict:
     """The scores `evaluate` would report at these settings, from the held probabilities."""
     confusion = ConfusionMatrix(len(class_names))
     for item in held:
-        confusion.add_counts(_confusion(item, threshold, min_object_px, len(class_names)))
+        confusion.add_counts(_confusion(item, threshold, min_object_px, len(class_names), seeds))
     return scores(confusion.matrix, class_names)
 
 
-def region_error(held: Sequence[Held], threshold: float, min_object_px: int) -> float:
+def region_error(held: Sequence[Held], threshold: float, min_object_px: int, seeds: float | None = None) -> float:
     """Mean over the images of the Rand error of the regions enclosed by class 1 (`em_scores`)."""
-    return float(np.mean(_region_errors(held, threshold, min_object_px)))
+    return float(np.mean(_region_errors(held, threshold, min_object_px, seeds)))
 
 
-def _region_errors(held: Sequence[Held], threshold: float, min_object_px: int) -> list[float]:
-    return [em_scores(item.mask == 1, predicted(item, threshold, min_object_px) == 1).rand_error for item in held]
+def _region_errors(held: Sequence[Held], threshold: float, min_object_px: int,
+                   seeds: float | None = None) -> list[float]:
+    return [em_scores(item.mask == 1, predicted(item, threshold, min_object_px, seeds) == 1).rand_error
+            for item in held]
+
+
+class Scorer(Protocol):
+    """A judge's score of held probabilities at (threshold, min_object_px, boundary seeds)."""
+
+    def __call__(self, held: Sequence[Held], threshold: float, min_object_px: int,
+                 seeds: float | None = None) -> Scored: ...
 
 
 @dataclass(frozen=True)
 class Judge:
-    """How the choices score held probabilities at (threshold, min_object_px); `shown` prints a value."""
+    """How the choices score held probabilities at (threshold, min_object_px, seeds); `shown` prints a value."""
 
     name: str
-    score: Callable[[Sequence[Held], float, int], Scored]
+    score: Scorer
     shown: Callable[[float], str]
 
 
-def _objects(held: Sequence[Held], seed_threshold: float, min_object_px: int) -> Scored:
+def _objects(held: Sequence[Held], seed_threshold: float, min_object_px: int, seeds: float | None = None) -> Scored:
     found = InstanceScores()
     for item in held:
         found.update(item.objects, grow_objects(item.probs, seed_threshold, min_object_px))
     return Scored(float(found.scores()["dsb_score"]), standard_error(found.dsb))
 
 
-def _regions(held: Sequence[Held], threshold: float, min_object_px: int) -> Scored:
-    errors = _region_errors(held, threshold, min_object_px)
+def _regions(held: Sequence[Held], threshold: float, min_object_px: int, seeds: float | None = None) -> Scored:
+    errors = _region_errors(held, threshold, min_object_px, seeds)
     return Scored(-float(np.mean(errors)), standard_error(errors))
 
 
-def _pixels(class_names: list[str]) -> Callable[[Sequence[Held], float, int], Scored]:
+def _pixels(class_names: list[str]) -> Scorer:
     def headline(matrix: torch.Tensor) -> float | None:
         result = scores(matrix, class_names)
         return result["per_class"][class_names[1]]["iou"] if len(class_names) == 2 else result["miou"]
 
-    def pixels(held: Sequence[Held], threshold: float, min_object_px: int) -> Scored:
-        matrices = [_confusion(item, threshold, min_object_px, len(class_names)) for item in held]
+    def pixels(held: Sequence[Held], threshold: float, min_object_px: int, seeds: float | None = None) -> Scored:
+        matrices = [_confusion(item, threshold, min_object_px, len(class_names), seeds) for item in held]
         return Scored(headline(torch.stack(matrices).sum(0)), standard_error([headline(m) for m in matrices]))
 
     return pixels

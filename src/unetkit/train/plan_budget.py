@@ -177,11 +177,14 @@ def _cut_validation(plan: Plan, val_seconds: float, train_images: int, val_image
 def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
     """What to choose on the validation images after training, and the seconds that costs: for a binary
     task one pass to hold the probabilities and about as long again to score every threshold and object size
-    on them (an instance model also grows and scores its objects for every candidate: `plan.object_seconds`
+    on them (a boundary map also tries closing its gaps; an instance model grows and scores its objects for
+    every candidate: `plan.object_seconds`
     each), four more passes for judging flips, unless that would take over 5% of the budget (a model that
     needs so long to judge its TTA would need 4x as long for every prediction)."""
     binary = len(plan.fingerprint.classes) == 2 or plan.fingerprint.mask.get("encoding") == "instances"
     choose = ["threshold", "min_object"] if binary else []  # an instance model's threshold seeds its objects
+    if any(c.key == "train.choose_by" and c.value == "regions" for c in plan.choices):
+        choose.insert(0, "gaps")  # a boundary map: whether closing its gaps keeps the regions apart
     seconds = 2 * val_seconds if binary else 0.0
     # an instance model grows and scores its objects at every seed threshold and object size, then twice for TTA
     seconds += plan.object_seconds * (len(THRESHOLDS) + len(OBJECT_SIZES))

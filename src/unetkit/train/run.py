@@ -119,6 +119,7 @@ def _train(cfg: Config, checkpoint: dict[str, Any] | None, resume: str | Path | 
                        "epochs": len(state.history), "seconds": round(sum(r["seconds"] for r in state.history), 2),
                        "best": state.best_scores, "threshold": cfg.infer.threshold,
                        "min_object_px": cfg.infer.min_object_px, "tta": cfg.infer.tta,
+                       "boundary_seeds": cfg.infer.boundary_seeds,
                        "after_choices": None if chosen is None else best_summary(chosen, None)}
             write_final_outputs(run_dir, val, val_scores, data.codec.colors(), cfg.data.classes, summary,
                                 data.summary, final_facts(state, cfg, chosen))
@@ -134,8 +135,9 @@ def final_facts(state: RunState, cfg: Config, chosen: dict[str, Any] | None) -> 
         infer = cfg.infer
         cut = (f"seed threshold {infer.seed_threshold}" if cfg.model.task == "instances"
                else f"threshold {infer.threshold}")
+        gaps = "" if infer.boundary_seeds is None else f", gaps closed from seeds at p < {infer.boundary_seeds}"
         facts.append(("chosen on validation", f"{cut}, objects under {infer.min_object_px} px removed, "
-                      f"TTA {infer.tta}"))
+                      f"TTA {infer.tta}{gaps}"))
     if chosen is not None:
         facts.append(("best.pt with these settings", f"{headline(chosen, 'val ')} (evaluate --split val)"))
     return facts
