@@ -10,7 +10,11 @@ exactly what was measured:
   one standard error of it: then the one nearest 0.5 of those;
 - min_object (binary): the smallest object size kept, from a few candidates, by the same rule (the smallest
   size within one standard error of the best);
-- tta: flips, when they raise the score by at least `TTA_GAIN`, for four times the inference time.
+- tta: flips, when they raise the score by at least `TTA_GAIN`, for four times the inference time;
+- gaps (a boundary map): whether closing the boundaries' gaps (`gaps`) keeps more regions apart, and from
+  which seed level. With gaps judged, the threshold only decides which pixels are boundary, so it is judged
+  by pixel IoU, and the regions judge the gaps: judged by the regions, the threshold would thin the
+  boundaries to the watershed's one-pixel lines, which keep the regions apart but miss most boundary pixels.
 
 The score is `train.choose_by` (`judges`): foreground IoU, the Rand error of the regions a boundary map
 encloses, or an instance model's object score; for an instance model the threshold is the seed threshold.
@@ -142,15 +146,17 @@ def choose_inference(checkpoint_path: str, pairs: Sequence[Pair], codec: MaskCod
                        f"probabilities fill {MAX_HELD >> 30} GiB)")
     held = hold_probabilities(open_inference(predictor, cfg, infer), kept, codec, cfg.data.channels, progress,
                               objects=grown)
+    gaps = "gaps" in choose and not grown  # a boundary map: pixels decide the cut, regions the gaps
+    if "threshold" in choose:
+        by = judge_for("pixels", names) if gaps else judge
+        threshold, reason = choose_threshold({t: by.score(held, t, 0) for t in THRESHOLDS}, by)
+        infer = infer.model_copy(update={cut: threshold})
+        reasons.append(f"seed {reason}" if grown else reason)
     seeds = None
-    if "gaps" in choose and not grown:
+    if gaps:
         seeds, reason = choose_seeds(held, infer.threshold, judge)
         infer = infer.model_copy(update={"boundary_seeds": seeds})
         reasons.append(reason)
-    if "threshold" in choose:
-        threshold, reason = choose_threshold({t: judge.score(held, t, 0, seeds) for t in THRESHOLDS}, judge)
-        infer = infer.model_copy(update={cut: threshold})
-        reasons.append(f"seed {reason}" if grown else reason)
     if "min_object" in choose:
         size, reason = choose_object_size(held, getattr(infer, cut), names, judge, seeds)
         infer = infer.model_copy(update={"min_object_px": size})
