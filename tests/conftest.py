@@ -31,6 +31,22 @@ TINY_COUNT = 4  # pairs; val_fraction 0.2 holds out round(0.8) = 1 of them
 DATASETS = Path(os.environ.get("UNETKIT_DATASETS", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
 
 
+class SameSize:
+    """Base of the stand-in networks of the inference tests: padded (as many pixels out as in), no pooling grid;
+    a subclass's `__call__` maps (N, C, h, w) to (N, K, h, w) probabilities of its choosing."""
+
+    margin, stride = 0, 1
+
+    def output_size(self, size: int) -> int:
+        return size
+
+    def input_size_for(self, size: int) -> int:
+        return size
+
+    def is_valid_input(self, size: int) -> bool:
+        return True
+
+
 def write_tiny_dataset(root: Path, count: int = TINY_COUNT, size: int = TINY_SIZE) -> Path:
     """Write `count` image/mask pairs under `root/images` and `root/masks`; returns `root`."""
     rng = np.random.default_rng(0)

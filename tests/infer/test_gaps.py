@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import SameSize
 
 from unetkit.config import DataConfig, InferConfig, config_from_dict
 from unetkit.errors import UnetkitError
@@ -46,22 +47,8 @@ def test_the_choice_closes_gaps_only_when_the_regions_gain_and_inference_writes_
     assert reason.startswith(f"boundary gaps closed by a watershed from regions seeded at p(boundary) < {seeds}")
     threshold = choose_threshold({t: judge.score(held, t, 0, seeds) for t in (0.4, 0.5, 0.6)}, judge)[0]
 
-    class Known:
-        """A padded 'network' (same size out as in) giving the probabilities above, whatever the input."""
-
-        margin, stride = 0, 1
-
-        def __init__(self) -> None:
-            self.geometry = self
-
-        def output_size(self, size: int) -> int:
-            return size
-
-        def input_size_for(self, size: int) -> int:
-            return size
-
-        def is_valid_input(self, size: int) -> bool:
-            return True
+    class Known(SameSize):
+        """A stand-in network giving the probabilities above, whatever the input."""
 
         def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, 32, 32) -> (N, 2, 32, 32)
             return torch.from_numpy(np.stack([1 - p, p]))[None].expand(x.shape[0], -1, -1, -1)
