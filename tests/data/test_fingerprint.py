@@ -144,3 +144,28 @@ def test_test_masks_in_another_encoding_are_matched_by_intensity(tmp_path: Path)
     assert train.mask["palette"] == [[0, 0, 0], [0, 255, 0], [255, 0, 0]]
     assert mask == {"encoding": "gray_values", "values": [200, 90, 30]} and "matched by mean image intensity" in reason
     assert test_mask_for(train, tmp_path / "train")[0] is None  # the same encoding needs nothing
+
+
+def test_a_class_labelled_more_generously_in_the_test_masks_is_warned_about(tmp_path: Path) -> None:
+    """Discs drawn with radius 10 in training and test, except that one test folder draws them 4 px wider
+    (another annotator's habit): only that folder, and only the disc class, is warned about."""
+    from scipy.ndimage import binary_dilation
+
+    from unetkit.data.fingerprint import share_shift
+
+    rng = np.random.default_rng(1)
+
+    def folder(name: str, count: int, grow: int) -> Path:
+        labels = [(_discs(rng) > 0).astype(np.uint8) for _ in range(count)]
+        images = [(40 + 160 * lab + rng.normal(0, 5, lab.shape)).clip(0, 255).astype(np.uint8) for lab in labels]
+        masks = [255 * binary_dilation(lab, iterations=grow).astype(np.uint8) if grow else 255 * lab for lab in labels]
+        return _write(tmp_path / name, images, masks)
+
+    train = fingerprint(folder("train", 6, 0))
+    low, high = train.classes[1].share_range
+    assert 0 < low <= train.classes[1].share <= high < 1
+    assert share_shift(train, folder("same", 2, 0)) == []
+    notes = share_shift(train, folder("generous", 2, 4))
+    # the discs' share grows from ~14% to ~27% (outside 1.25x the training range); the background's shrinks from
+    # ~86% to ~73%, within the range divided by 1.25: a relative margin flags the small class
+    assert len(notes) == 1 and notes[0].startswith(train.classes[1].name) and "labelled another way" in notes[0]

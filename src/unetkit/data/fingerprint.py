@@ -48,6 +48,7 @@ class ClassFacts:
     diameter: float  # area-weighted median equivalent diameter of its regions, pixels (0 when absent)
     intensity: float  # mean image intensity (over channels, in [0, 1]) under the class
     thickness: float  # median over the class's pixels of twice their distance to another class: how thin it is
+    share_range: tuple[float, float] = (0.0, 1.0)  # its smallest and largest share of one image's labelled pixels
 
 
 @dataclass
@@ -135,6 +136,7 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     pairs = pair_files(Path(folder) / images, Path(folder) / masks)
     counts = np.zeros(len(names), np.int64)
     sums = np.zeros(len(names), np.float64)
+    shares: list[np.ndarray] = []  # per image, (C,)
     areas: list[list[np.ndarray]] = [[] for _ in names]
     depths: list[list[np.ndarray]] = [[] for _ in names]
     stats, stretched, sizes = [], [], []
@@ -142,6 +144,7 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
         image, mask = load_pair(pair, channels, codec)
         sizes.append(mask.shape)
         counts += _class_counts(mask, len(names))
+        shares.append(_class_counts(mask, len(names)) / max(int((mask != IGNORE_INDEX).sum()), 1))
         sums += _class_sums(mask, image, len(names))
         for cls in range(len(names)):
             areas[cls].append(_class_objects(mask, cls)[0])
@@ -166,7 +169,8 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
         d = np.concatenate(depths[cls]) if depths[cls] else np.zeros(0)
         facts.append(ClassFacts(name, float(counts[cls] / total), float(a.size / len(sizes)),
                                 _weighted_median(np.sqrt(4 * a / np.pi), a), float(sums[cls] / max(counts[cls], 1)),
-                                float(2 * np.median(d)) if d.size else 0.0))
+                                float(2 * np.median(d)) if d.size else 0.0,
+                                (float(min(s[cls] for s in shares)), float(max(s[cls] for s in shares)))))
     heights, widths = np.array([s[0] for s in sizes]), np.array([s[1] for s in sizes])
     return Fingerprint(str(folder), len(pairs), channels, mask_cfg, facts,
                        (int(np.median(heights)), int(np.median(widths))), int(min(heights.min(), widths.min())),
@@ -197,12 +201,7 @@ def test_mask_for(train: Fingerprint, folder: Path, max_images: int = 16) -> tup
         return None, "test masks use the training masks' encoding"
     if len(names) != len(train.classes):
         raise UnetkitError(f"{folder}: test masks hold {len(names)} classes, the training masks {len(train.classes)}")
-    codec = MaskCodec(MaskConfig(**suggested), len(names))
-    counts, sums = np.zeros(len(names), np.int64), np.zeros(len(names))
-    for pair in _sample(pair_files(Path(folder) / "images", Path(folder) / "masks"), max_images):
-        image, mask = load_pair(pair, train.channels, codec)
-        counts += _class_counts(mask, len(names))
-        sums += _class_sums(mask, image, len(names))
+    counts, sums = _split_counts(train, folder, suggested, max_images)
     test_order = np.argsort(sums / np.maximum(counts, 1))  # test classes, darkest first
     train_order = np.argsort([c.intensity for c in train.classes])
     matched = dict(zip(train_order.tolist(), test_order.tolist(), strict=True))  # train class -> test class
@@ -213,6 +212,35 @@ def test_mask_for(train: Fingerprint, folder: Path, max_images: int = 16) -> tup
     return ({"encoding": "palette" if key == "palette" else "gray_values", key: values},
             f"test masks use another encoding ({suggested['encoding']}); classes matched by mean image intensity: "
             f"{shown}; check this")
+
+
+def _split_counts(train: Fingerprint, folder: Path, mask: dict[str, Any], max_images: int) -> tuple[np.ndarray, ...]:
+    """(pixels per class, summed intensity per class) over up to `max_images` pairs of `folder`, read with `mask`."""
+    codec = MaskCodec(MaskConfig(**mask), len(train.classes))
+    counts, sums = np.zeros(len(train.classes), np.int64), np.zeros(len(train.classes))
+    for pair in _sample(pair_files(Path(folder) / "images", Path(folder) / "masks"), max_images):
+        image, labels = load_pair(pair, train.channels, codec)
+        counts += _class_counts(labels, len(train.classes))
+        sums += _class_sums(labels, image, len(train.classes))
+    return counts, sums
+
+
+def share_shift(train: Fingerprint, folder: Path, mask: dict[str, Any] | None = None, max_images: int = 16,
+                margin: float = 1.25) -> list[str]:
+    """Warnings for the classes whose share of a test folder's pixels lies outside the range of their share in
+    single training images by more than `margin`x: such test masks were likely labelled another way (another
+    annotator, tool or threshold), and a test score of that class then measures the labels as much as the model.
+    `mask` is the test folder's `data.test_mask` when it has another encoding than the training masks."""
+    counts, _ = _split_counts(train, folder, mask or train.mask, max_images)
+    shares = counts / max(int(counts.sum()), 1)
+    notes = []
+    for cls, share in zip(train.classes, shares, strict=True):
+        low, high = cls.share_range
+        if share > high * margin or share < low / margin:
+            notes.append(f"{cls.name} covers {share:.1%} of the test pixels against {low:.1%}-{high:.1%} of each "
+                         "training image: the test masks may be labelled another way, and its test score measures "
+                         "that too")
+    return notes
 
 
 def _raw_values(mask: dict[str, Any], num_classes: int) -> list[Any]:

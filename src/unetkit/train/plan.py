@@ -128,6 +128,8 @@ def make_plan(data: str | Path, minutes: float = 10.0, device: str = "auto",
         say(f"  {line}")
     plan = Plan(layout, fp, minutes, device)
     layout_choices(plan)
+    for fact in plan.facts:  # what the layout found wrong with the data, before the minutes of timing
+        say(f"  {fact}")
     shape_choices(plan)
     recipe_choices(plan)
     measured_choices(plan, say, began)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from unetkit.data.fingerprint import test_mask_for
+from unetkit.data.fingerprint import share_shift, test_mask_for
 
 if TYPE_CHECKING:
     from unetkit.train.plan import Plan
@@ -53,6 +53,8 @@ def layout_choices(plan: Plan) -> None:
         test_mask, reason = test_mask_for(fp, layout.root / layout.test) if labels == "masks" else (None, "")
         if test_mask is not None:
             plan.add("data.test_mask", test_mask, reason)
+        if labels == "masks":
+            plan.facts.extend(f"warning: {note}" for note in share_shift(fp, layout.root / layout.test, test_mask))
     plan.add("data.channels", fp.channels, "gray images" if fp.channels == 1 else "colour images")
     plan.add("data.classes", [c.name for c in fp.classes], f"{len(fp.classes)} classes found in the masks; rename "
              "them freely (order matters)")
