@@ -169,3 +169,15 @@ def test_a_class_labelled_more_generously_in_the_test_masks_is_warned_about(tmp_
     # the discs' share grows from ~14% to ~27% (outside 1.25x the training range); the background's shrinks from
     # ~86% to ~73%, within the range divided by 1.25: a relative margin flags the small class
     assert len(notes) == 1 and notes[0].startswith(train.classes[1].name) and "labelled another way" in notes[0]
+
+
+def test_test_masks_the_training_encoding_cannot_read_are_a_warning_not_an_error(tmp_path: Path) -> None:
+    from unetkit.data.fingerprint import share_shift
+
+    rng = np.random.default_rng(2)
+    labels = [(_discs(rng) > 0).astype(np.uint8) for _ in range(3)]
+    images = [(40 + 160 * lab).astype(np.uint8) for lab in labels]
+    train = fingerprint(_write(tmp_path / "train", images, [255 * lab for lab in labels]))
+    odd = _write(tmp_path / "test", images[:1], [(7 * labels[0] + 3).astype(np.uint8)])  # values 3 and 10
+    (note,) = share_shift(train, odd)
+    assert note.startswith("the test masks cannot be read with the training masks' encoding")

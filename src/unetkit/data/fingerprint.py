@@ -231,7 +231,10 @@ def share_shift(train: Fingerprint, folder: Path, mask: dict[str, Any] | None = 
     single training images by more than `margin`x: such test masks were likely labelled another way (another
     annotator, tool or threshold), and a test score of that class then measures the labels as much as the model.
     `mask` is the test folder's `data.test_mask` when it has another encoding than the training masks."""
-    counts, _ = _split_counts(train, folder, mask or train.mask, max_images)
+    try:
+        counts, _ = _split_counts(train, folder, mask or train.mask, max_images)
+    except UnetkitError as err:  # training does not need the test masks: say so, and let it go on
+        return [f"the test masks cannot be read with the training masks' encoding ({err})"]
     shares = counts / max(int(counts.sum()), 1)
     notes = []
     for cls, share in zip(train.classes, shares, strict=True):
