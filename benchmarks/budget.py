@@ -145,9 +145,10 @@ PRIMARY = {"isbi2012": "pixel_error", "kvasir_seg": "dice", "sandstone": "miou",
 
 def curves() -> str:
     """Per dataset and machine (a faster machine trains more in the same minutes, so only results of one machine
-    are compared): unetkit's primary score at each budget measured, the best peer's 10-minute score there, and
-    the fewest minutes measured at which unetkit reaches it. Runs of a changed plan (`--set`) stay out; of
-    reruns of one method and budget on one machine the latest counts (the plan may have changed since)."""
+    are compared): unetkit's primary score at each budget measured, the best peer's (best at 10 minutes) at each
+    of its budgets, and the fewest minutes measured at which unetkit reaches the best peer's 10-minute score.
+    Runs of a changed plan (`--set`) stay out; of reruns of one method and budget on one machine the latest
+    counts (the plan may have changed since)."""
     runs = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("overrides")]
     latest = {(r["dataset"], machine_label(r["machine"]), r["method"], r["minutes"]): r
               for r in sorted(runs, key=lambda r: r["date"])}
@@ -165,8 +166,9 @@ def curves() -> str:
         best = pick(peers, key=lambda r: r["scores"][key])
         reach = next((r["minutes"] for r in ours if better(r["scores"][key], best["scores"][key])), None)
         shown = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in ours)
-        lines.append(f"{name} ({where}): {key}: unetkit {shown}; best peer {best['method']} 10 min "
-                     f"{best['scores'][key]:.4f}; "
+        theirs = sorted((r for r in mine if r["method"] == best["method"]), key=lambda r: r["minutes"])
+        peer = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in theirs)
+        lines.append(f"{name} ({where}): {key}: unetkit {shown}; best peer {best['method']} {peer}; "
                      + (f"unetkit reaches it at {reach:g} min" if reach is not None
                         else "unetkit does not reach it in the budgets measured"))
     return "\n".join(lines)
