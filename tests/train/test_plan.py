@@ -23,11 +23,12 @@ from unetkit.train.plan import locate, make_plan
 @pytest.fixture
 def fast_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
     """Replace the machine timings with fixed ones: seconds per step = `per_channel` * base channels."""
-    speed = {"per_channel": 0.001, "load": 0.001, "per_image": 0.01}
+    speed = {"per_channel": 0.001, "load": 0.001, "per_image": 0.01, "bf16": 0.5}  # bf16: its step's factor
 
-    def step(cfg, device, steps=3):  # noqa: ANN001, ANN202 - the signature of time_training_step
-        bonus = 0.5 if cfg.train.precision == "bf16" else 1.0
-        return speed["per_channel"] * cfg.model.base_channels * bonus
+    def step(cfg, device, steps=3, give_up=None):  # noqa: ANN001, ANN202 - the signature of time_training_step
+        bonus = speed.get(cfg.train.precision, 1.0)
+        seconds = speed["per_channel"] * cfg.model.base_channels * bonus
+        return float("inf") if give_up is not None and seconds > give_up else seconds
 
     monkeypatch.setattr(plan_budget, "time_training_step", step)
     monkeypatch.setattr(plan_budget, "time_loading", lambda cfg, pairs, codec: speed["load"])
@@ -60,6 +61,30 @@ def test_the_width_is_the_widest_that_gets_enough_steps(tmp_path: Path, fast_tim
     assert slow.value("model.base_channels") < fast.value("model.base_channels")
     assert "steps by width" in next(c.reason for c in slow.choices if c.key == "model.base_channels")
     assert slow.value("train.max_minutes") <= 10
+
+
+def test_a_format_far_slower_in_its_warm_up_is_not_timed_further(tmp_path: Path, fast_timing: dict) -> None:
+    """bf16 on a CPU without bf16 units: its one warm-up step is over GIVE_UP times the fastest step so far, so the
+    plan stops timing it, keeps fp32 and says so."""
+    write_tiny_dataset(tmp_path / "d" / "train")
+    fast_timing["bf16"] = 15.0
+    plan = make_plan(tmp_path / "d", 10, "cpu", say=_silent)
+    assert plan.value("train.precision") == "fp32"
+    reason = next(c.reason for c in plan.choices if c.key == "train.precision")
+    assert f"bf16 NHWC over {plan_budget.GIVE_UP:g}x the fastest in its warm-up step, stopped" in reason
+
+
+def test_timing_a_step_stops_after_a_warm_up_slower_than_give_up() -> None:
+    """The real timing: no bound gives a finite median step; a bound no step can meet stops after the warm-up."""
+    import torch
+
+    from unetkit.config import config_from_dict
+    from unetkit.train.measure import time_training_step
+
+    cfg = config_from_dict({"data": {"root": ".", "crop_size": 32, "batch_size": 2, "classes": ["a", "b"]},
+                            "model": {"base_channels": 4, "depth": 2}}, "test")
+    assert 0 < time_training_step(cfg, torch.device("cpu"), steps=2) < float("inf")
+    assert time_training_step(cfg, torch.device("cpu"), steps=2, give_up=0.0) == float("inf")
 
 
 def test_sparse_objects_get_foreground_crops_and_mixed_gains_per_image_stretching(tmp_path: Path,

@@ -41,8 +41,11 @@ def _batches(cfg: Config, count: int) -> list[dict[str, torch.Tensor]]:
             for _ in range(count)]
 
 
-def time_training_step(cfg: Config, device: torch.device, steps: int = 3) -> float:
-    """Median seconds of one training step of `cfg`'s network, loss, optimizer, batch, crop and precision."""
+def time_training_step(cfg: Config, device: torch.device, steps: int = 3, give_up: float | None = None) -> float:
+    """Median seconds of one training step of `cfg`'s network, loss, optimizer, batch, crop and precision.
+    With `give_up`, a candidate whose first step (the warm-up, which can only be slower) already takes longer
+    is not timed further and returns `inf`: bf16 on a CPU without bf16 units takes ~15x the fp32 step, and four
+    such steps would cost a short budget a fifth of its minutes."""
     torch.manual_seed(0)
     out = 1 if cfg.loss.binary else cfg.data.num_classes
     model = build_model(cfg.model, cfg.data.channels, out, pretrained=False).to(device)
@@ -52,18 +55,21 @@ def time_training_step(cfg: Config, device: torch.device, steps: int = 3) -> flo
     optimizer = build_optimizer(cfg.optim, model)
     options = StepOptions(training_autocast(cfg.train.precision, device), cfg.train.channels_last)
     scaler = torch.amp.GradScaler("cuda", enabled=options.autocast is torch.float16)
-    stamps: list[float] = []
+    batches = _batches(cfg, steps + 1)
+    stamps: list[float] = [time.perf_counter()]
 
     def stamp(_: EpochProgress) -> bool:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
-        return False
+        return give_up is not None and len(stamps) == 2 and stamps[1] - stamps[0] > give_up
 
     progress = EpochProgress(0, cfg.data.num_classes, loss_sum=torch.zeros((), device=device))
-    train_one_epoch(model, _batches(cfg, steps + 1), loss_fn, optimizer, scaler, device, progress, options,
-                    after_step=stamp, show=False)
-    return statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False))
+    train_one_epoch(model, batches, loss_fn, optimizer, scaler, device, progress, options, after_step=stamp,
+                    show=False)
+    if len(stamps) == 2:  # stopped after the warm-up
+        return float("inf")
+    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))
 
 
 def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: int = 6) -> float:
