@@ -86,10 +86,10 @@ def _time_formats(plan: Plan, device: torch.device) -> float:
             "precision": precision, "channels_last": channels_last}}), device, give_up=bound)
     (precision, channels_last), fastest = min(timed.items(), key=lambda kv: kv[1])
     table = ", ".join(f"{p}{' NHWC' if c else ''} " + (f"{t:.2f}s" if t < float("inf") else
-                                                      f"over {GIVE_UP:g}x the fastest in its warm-up step, stopped")
+                                                      f"stopped (its warm-up step alone took over {GIVE_UP:g}x)")
                       for (p, c), t in timed.items())
-    plan.add("train.precision", precision, f"fastest training step measured here ({table} per step, base "
-             f"{WIDTHS[0]})")
+    plan.add("train.precision", precision, f"fastest training step measured here (per step of base {WIDTHS[0]}: "
+             f"{table})")
     plan.add("train.channels_last", channels_last, "measured with the precision above")
     return fastest
 
