@@ -113,7 +113,8 @@ def score(dataset: Dataset, predictions: list[np.ndarray]) -> dict:
     result = scores(confusion.matrix, names)
     iou = {name: result["per_class"][name]["iou"] for name in dataset.classes}
     known = [v for v in iou.values() if v is not None]
-    out: dict = {"miou": sum(known) / len(known), "iou": iou, "shares": _shares(confusion.matrix, dataset.classes)}
+    out: dict = {"miou": sum(known) / len(known), "iou": iou,
+                 "shares": _shares(result, confusion.matrix, dataset.classes)}
     if len(dataset.classes) == 2:
         fg = result["per_class"][dataset.classes[1]]
         out.update(dice=fg["dice"], fg_iou=fg["iou"])
@@ -122,18 +123,15 @@ def score(dataset: Dataset, predictions: list[np.ndarray]) -> dict:
     return out
 
 
-def _shares(matrix: torch.Tensor, classes: list[str]) -> dict:
-    """Per class: its share of the scored test pixels in the truth and in the prediction, with precision and recall.
-    A class predicted much less often than the truth holds it, at high precision, was labelled more generously in
-    the test masks than the model learnt from the training masks (or was missed)."""
-    m = matrix.double()
-    total = float(m.sum())
-    out = {}
-    for i, name in enumerate(classes):
-        tp, truth, pred = float(m[i, i]), float(m[i].sum()), float(m[:, i].sum())
-        out[name] = {"truth": truth / total, "predicted": pred / total,
-                     "precision": tp / pred if pred else None, "recall": tp / truth if truth else None}
-    return out
+def _shares(result: dict, matrix: torch.Tensor, classes: list[str]) -> dict:
+    """Per class: its share of the scored test pixels in the truth and in the prediction, with the precision and
+    recall of `scores` (`result`). A class predicted much less often than the truth holds it, at high precision,
+    was labelled more generously in the test masks than the model learnt from the training masks (or was missed)."""
+    total = max(result["num_pixels"], 1)
+    predicted = matrix.sum(0).tolist()  # (C,) pixels predicted as each class
+    return {name: {"truth": result["per_class"][name]["support"] / total, "predicted": predicted[i] / total,
+                   "precision": result["per_class"][name]["precision"], "recall": result["per_class"][name]["recall"]}
+            for i, name in enumerate(classes)}
 
 
 def _isbi(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict:

@@ -143,8 +143,9 @@ def fingerprint(folder: Path, images: str = "images", masks: str = "masks", max_
     for pair in _sample(pairs, max_images):
         image, mask = load_pair(pair, channels, codec)
         sizes.append(mask.shape)
-        counts += _class_counts(mask, len(names))
-        shares.append(_class_counts(mask, len(names)) / max(int((mask != IGNORE_INDEX).sum()), 1))
+        image_counts = _class_counts(mask, len(names))
+        counts += image_counts
+        shares.append(image_counts / max(int(image_counts.sum()), 1))
         sums += _class_sums(mask, image, len(names))
         for cls in range(len(names)):
             areas[cls].append(_class_objects(mask, cls)[0])
