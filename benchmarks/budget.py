@@ -140,38 +140,40 @@ def machine_label(info: dict) -> str:
     return f"{cpu}, {'AVX-512 bf16' if 'avx512_bf16' in info['isa'] else 'no AVX-512 bf16'}"
 
 
-PRIMARY = {"isbi2012": "pixel_error", "kvasir_seg": "dice", "sandstone": "miou", "camvid": "miou"}
-
-
 def curves() -> str:
-    """Per dataset and machine (a faster machine trains more in the same minutes, so only results of one machine
-    are compared): unetkit's primary score at each budget measured, the best peer's (best at 10 minutes) at each
-    of its budgets, and the fewest minutes measured at which unetkit reaches the best peer's 10-minute score.
-    Runs of a changed plan (`--set`) stay out; of reruns of one method and budget on one machine the latest
-    counts (the plan may have changed since)."""
+    """Per dataset, machine and headline score (a faster machine trains more in the same minutes, so only results
+    of one machine are compared): unetkit's score at each budget measured, the best peer's for that score (best at
+    10 minutes; peers differ in which score they do best) at each of its budgets, and the fewest minutes measured
+    at which unetkit reaches that peer's 10-minute score. Runs of a changed plan (`--set`) stay out; of reruns of
+    one method and budget on one machine the latest counts (the plan may have changed since)."""
     runs = [r for p in sorted(RESULTS.glob("budget-*.json")) if not (r := json.loads(p.read_text())).get("overrides")]
     latest = {(r["dataset"], machine_label(r["machine"]), r["method"], r["minutes"]): r
               for r in sorted(runs, key=lambda r: r["date"])}
     rows = list(latest.values())
     lines = []
     for name, where in sorted({(r["dataset"], machine_label(r["machine"])) for r in rows}):
-        key = PRIMARY[name]
-        better = (lambda a, b: a <= b) if key in LOWER_IS_BETTER else (lambda a, b: a >= b)
         mine = [r for r in rows if r["dataset"] == name and machine_label(r["machine"]) == where]
-        peers = [r for r in mine if r["method"] != "unetkit" and r["minutes"] == 10]
-        ours = sorted((r for r in mine if r["method"] == "unetkit"), key=lambda r: r["minutes"])
-        if not peers or not ours:
-            continue
-        pick = min if key in LOWER_IS_BETTER else max
-        best = pick(peers, key=lambda r: r["scores"][key])
-        reach = next((r["minutes"] for r in ours if better(r["scores"][key], best["scores"][key])), None)
-        shown = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in ours)
-        theirs = sorted((r for r in mine if r["method"] == best["method"]), key=lambda r: r["minutes"])
-        peer = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in theirs)
-        lines.append(f"{name} ({where}): {key}: unetkit {shown}; best peer {best['method']} {peer}; "
-                     + (f"unetkit reaches it at {reach:g} min" if reach is not None
-                        else "unetkit does not reach it in the budgets measured"))
+        lines += [line for key in HEADLINE[name] if (line := _curve(f"{name} ({where})", key, mine))]
     return "\n".join(lines)
+
+
+def _curve(label: str, key: str, mine: list[dict]) -> str | None:
+    """One line of `curves` for one score of one dataset on one machine; None when a side has no run."""
+    mine = [r for r in mine if key in r["scores"]]
+    better = (lambda a, b: a <= b) if key in LOWER_IS_BETTER else (lambda a, b: a >= b)
+    peers = [r for r in mine if r["method"] != "unetkit" and r["minutes"] == 10]
+    ours = sorted((r for r in mine if r["method"] == "unetkit"), key=lambda r: r["minutes"])
+    if not peers or not ours:
+        return None
+    pick = min if key in LOWER_IS_BETTER else max
+    best = pick(peers, key=lambda r: r["scores"][key])
+    reach = next((r["minutes"] for r in ours if better(r["scores"][key], best["scores"][key])), None)
+    shown = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in ours)
+    theirs = sorted((r for r in mine if r["method"] == best["method"]), key=lambda r: r["minutes"])
+    peer = ", ".join(f"{r['minutes']:g} min {r['scores'][key]:.4f}" for r in theirs)
+    return (f"{label}: {key}: unetkit {shown}; best peer {best['method']} {peer}; "
+            + (f"unetkit reaches it at {reach:g} min" if reach is not None
+               else "unetkit does not reach it in the budgets measured"))
 
 
 def main() -> None:

@@ -48,3 +48,28 @@ def test_curve_compares_latest_rows_of_one_machine_and_leaves_changed_plans_out(
     assert "| camvid | unetkit (half: data.scale=0.5) | 5 | miou 0.3100 |" in table
     assert "| camvid | unetkit (older) | 10 | miou 0.2500 |" in table  # the table keeps every run
     assert table.count("| AMD EPYC, AVX-512 bf16 |") == 5 and table.count("| Intel Xeon |") == 2
+
+
+def test_curve_takes_the_best_peer_of_each_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISBI has three scores and the peers differ in which they do best: each score is compared with its own best
+    peer, and a score unetkit does not reach says so."""
+    monkeypatch.setattr(budget, "RESULTS", tmp_path)
+    runs = {("unetkit", 5): (0.080, 0.09, 0.80), ("unetkit", 10): (0.078, 0.06, 0.60),
+            ("monai", 10): (0.079, 0.12, 0.79), ("smp", 10): (0.082, 0.11, 0.77), ("smp", 3): (0.10, 0.5, 2.0)}
+    for (method, minutes), (pixel, rand, vi) in runs.items():
+        row = {"dataset": "isbi2012", "method": method, "minutes": minutes, "date": "2026-12-03T10:00:00",
+               "machine": FAST, "scores": {"pixel_error": pixel, "adapted_rand_error": rand, "vi": vi}}
+        (tmp_path / f"budget-isbi2012-{method}-{minutes}min.json").write_text(json.dumps(row))
+    lines = budget.curves().splitlines()
+    where = "isbi2012 (AMD EPYC, AVX-512 bf16)"
+    assert lines == [
+        f"{where}: pixel_error: unetkit 5 min 0.0800, 10 min 0.0780; best peer monai 10 min 0.0790; "
+        "unetkit reaches it at 10 min",
+        f"{where}: adapted_rand_error: unetkit 5 min 0.0900, 10 min 0.0600; best peer smp 3 min 0.5000, 10 min "
+        "0.1100; unetkit reaches it at 5 min",
+        f"{where}: vi: unetkit 5 min 0.8000, 10 min 0.6000; best peer smp 3 min 2.0000, 10 min 0.7700; "
+        "unetkit reaches it at 10 min"]
+    row = json.loads((tmp_path / "budget-isbi2012-unetkit-10min.json").read_text())
+    row["scores"]["pixel_error"] = 0.081
+    (tmp_path / "budget-isbi2012-unetkit-10min.json").write_text(json.dumps(row))
+    assert budget.curves().splitlines()[0].endswith("unetkit does not reach it in the budgets measured")
