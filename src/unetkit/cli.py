@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 
 def _train(args: argparse.Namespace) -> None:
+    began = time.perf_counter()  # --minutes counts from here: importing torch below takes seconds of them
     from unetkit.config import load_config
     from unetkit.distributed import world_from_env
     from unetkit.train.run import train
@@ -29,7 +31,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.config is not None and Path(args.config).is_dir():
         from unetkit.train.plan import make_plan
 
-        plan = make_plan(args.config, args.minutes or 10.0, args.device or "auto", ignore=args.ignore)
+        plan = make_plan(args.config, args.minutes or 10.0, args.device or "auto", ignore=args.ignore, began=began)
         print(plan.yaml(), end="")
         cfg, name = plan.config(args.set), Path(args.config).resolve().name
     else:

@@ -182,12 +182,8 @@ def test_large_thick_objects_are_trained_at_a_lower_resolution_thin_ones_are_not
     def disc(mask: np.ndarray, rng: np.random.Generator) -> None:  # one object of ~400 px diameter
         mask[(yy - 300) ** 2 + (xx - 300) ** 2 <= 200 ** 2] = 255
 
-    def grid(mask: np.ndarray, rng: np.random.Generator) -> None:  # a 3 px wide network spanning the image
-        mask[:, ::60] = mask[:, 1::60] = mask[:, 2::60] = 255
-        mask[::60] = mask[1::60] = mask[2::60] = 255
-
     _shapes(tmp_path / "disc", disc)
-    _shapes(tmp_path / "grid", grid)
+    _shapes(tmp_path / "grid", _grid)
     large = make_plan(tmp_path / "disc", 5, "cpu", say=_silent)
     assert large.value("data.scale") == pytest.approx(128 / 401, abs=0.01)  # the disc fills half a 256 crop
     assert large.value("data.crop_size") <= round(600 * large.value("data.scale"))
@@ -254,3 +250,35 @@ def test_growing_objects_after_training_is_taken_from_the_training_time(tmp_path
     candidates = len(THRESHOLDS) + len(OBJECT_SIZES) + 2  # seed thresholds, object sizes, then with flips
     assert plan.object_seconds == pytest.approx(val_images * 1.0)
     assert 60 * (minutes[0.0] - minutes[1.0]) == pytest.approx(candidates * val_images * 1.0, abs=1.0)
+
+
+def _grid(mask: np.ndarray, rng: np.random.Generator) -> None:  # a 3 px wide boundary network: cells between
+    mask[:, ::60] = mask[:, 1::60] = mask[:, 2::60] = 255
+    mask[::60] = mask[1::60] = mask[2::60] = 255
+
+
+def test_closing_a_boundary_maps_gaps_after_training_is_taken_from_the_training_time(
+        tmp_path: Path, fast_timing: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every seed level's watershed, and the flipped probabilities' at the chosen level, is timed in advance."""
+    from unetkit.infer.gaps import SEED_LEVELS
+
+    _shapes(tmp_path / "grid", _grid)
+    minutes = {}
+    for per_image in (0.0, 1.0):  # seconds to close one validation image's gaps
+        monkeypatch.setattr(plan_budget, "time_gap_lines", lambda pairs, codec, s=per_image: s)
+        plan = make_plan(tmp_path / "grid", 5, "cpu", say=_silent)
+        minutes[per_image] = plan.value("train.max_minutes")
+    assert plan.value("train.choose")[0] == "gaps"
+    val_images = round(4 * plan.config().data.val_fraction)
+    assert plan.gap_seconds == pytest.approx(val_images * 1.0)
+    assert 60 * (minutes[0.0] - minutes[1.0]) == pytest.approx((len(SEED_LEVELS) + 1) * val_images, abs=1.0)
+
+
+def test_the_minutes_count_from_the_start_of_the_command(tmp_path: Path, fast_timing: dict) -> None:
+    """What happened before planning (importing torch takes seconds) is taken from the training time."""
+    import time
+
+    write_tiny_dataset(tmp_path / "d" / "train")
+    now = make_plan(tmp_path / "d", 5, "cpu", say=_silent).value("train.max_minutes")
+    earlier = make_plan(tmp_path / "d", 5, "cpu", say=_silent, began=time.perf_counter() - 30)
+    assert 60 * (now - earlier.value("train.max_minutes")) == pytest.approx(30, abs=1.0)

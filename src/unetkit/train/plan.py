@@ -53,6 +53,7 @@ class Plan:
     choices: list[Choice] = field(default_factory=list)
     facts: list[str] = field(default_factory=list)  # what was measured, for the header
     object_seconds: float = 0.0  # an instance model: growing and scoring the validation images' objects once
+    gap_seconds: float = 0.0  # a boundary map: closing the validation images' gaps once (a watershed each)
 
     def add(self, key: str, value: Any, reason: str) -> None:
         self.choices = [c for c in self.choices if c.key != key] + [Choice(key, value, reason)]
@@ -115,11 +116,13 @@ def locate(data: Path) -> Layout:
 
 
 def make_plan(data: str | Path, minutes: float = 10.0, device: str = "auto",
-              say: Callable[[str], None] = print, ignore: str | None = None) -> Plan:
+              say: Callable[[str], None] = print, ignore: str | None = None, began: float | None = None) -> Plan:
     """Fingerprint DATA, time candidate networks on `device`, and return the plan (see the module docstring):
     it fits a training of `minutes` minutes of wall time, this planning and the choices after it included.
-    `ignore` names the mask value (or R,G,B colour) of unlabelled pixels, "none" for none (see data/void.py)."""
-    began = time.perf_counter()
+    `ignore` names the mask value (or R,G,B colour) of unlabelled pixels, "none" for none (see data/void.py).
+    `began` (a `time.perf_counter()` reading) is when the minutes started, if before this call: the command's
+    start, so the seconds it took to import torch count too."""
+    began = time.perf_counter() if began is None else began
     device = planning_device(device)
     layout = locate(Path(data))
     say(f"fingerprinting {layout.root / layout.train} ...")

@@ -15,7 +15,8 @@ from unetkit.config import Config, config_from_dict
 from unetkit.data.dataset import dataset_pairs
 from unetkit.data.masks import MaskCodec
 from unetkit.infer.choices import OBJECT_SIZES, THRESHOLDS
-from unetkit.train.measure import time_loading, time_objects, time_training_step, time_validation
+from unetkit.infer.gaps import SEED_LEVELS
+from unetkit.train.measure import time_gap_lines, time_loading, time_objects, time_training_step, time_validation
 from unetkit.train.plan_rules import shape_choices
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ def _time_data(plan: Plan, device: torch.device, step: float) -> Timed:
     val_seconds, train_images = _cut_validation(plan, whole, len(pairs), len(val))
     if base.model.task == "instances":  # the validation images kept, as _cut_validation scaled val_seconds
         plan.object_seconds = len(val) * time_objects(val, codec) * val_seconds / max(whole, 1e-9)
+    if _judged_by_regions(plan):  # as for objects: the images kept for validation, each closed once
+        plan.gap_seconds = len(val) * time_gap_lines(val, codec) * val_seconds / max(whole, 1e-9)
     return Timed(step, load, val_seconds, train_images, (len(pairs) + len(val)) * load)
 
 
@@ -190,12 +193,13 @@ def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
     needs so long to judge its TTA would need 4x as long for every prediction)."""
     binary = len(plan.fingerprint.classes) == 2 or plan.fingerprint.mask.get("encoding") == "instances"
     choose = ["threshold", "min_object"] if binary else []  # an instance model's threshold seeds its objects
-    if any(c.key == "train.choose_by" and c.value == "regions" for c in plan.choices):
+    if _judged_by_regions(plan):
         choose.insert(0, "gaps")  # a boundary map: whether closing its gaps keeps the regions apart
     seconds = 2 * val_seconds if binary else 0.0
     # an instance model grows and scores its objects at every seed threshold and object size, then twice for TTA
     seconds += plan.object_seconds * (len(THRESHOLDS) + len(OBJECT_SIZES))
-    flips = 4 * val_seconds + 2 * plan.object_seconds
+    seconds += plan.gap_seconds * len(SEED_LEVELS)  # a boundary map's gaps closed at every seed level, once each
+    flips = 4 * val_seconds + 2 * plan.object_seconds + plan.gap_seconds
     if flips <= TTA_SHARE * 60 * plan.minutes:
         choose.append("tta")
         seconds += flips
@@ -204,6 +208,11 @@ def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
         why = f"flips not judged: {flips:.0f}s would exceed {TTA_SHARE:.0%} of the budget"
     plan.add("train.choose", choose, f"decided on the validation images after training, never on test; {why}")
     return choose, seconds
+
+
+def _judged_by_regions(plan: Plan) -> bool:
+    """Whether the choices are judged by the regions a boundary map encloses (then they also close its gaps)."""
+    return any(c.key == "train.choose_by" and c.value == "regions" for c in plan.choices)
 
 
 def _formats(device: torch.device) -> list[tuple[str, bool]]:
