@@ -31,6 +31,7 @@ def fast_timing(monkeypatch: pytest.MonkeyPatch) -> dict[str, float]:
         return float("inf") if give_up is not None and seconds > give_up else seconds
 
     monkeypatch.setattr(plan_budget, "time_training_step", step)
+    monkeypatch.setattr(plan_budget, "cpu_runs_bf16", lambda: True)  # these timings stand for any CPU
     monkeypatch.setattr(plan_budget, "time_loading", lambda cfg, pairs, codec: speed["load"])
     monkeypatch.setattr(plan_budget, "time_validation", lambda cfg, device, pairs, codec: speed["per_image"])
     return speed
@@ -72,6 +73,18 @@ def test_a_format_far_slower_in_its_warm_up_is_not_timed_further(tmp_path: Path,
     assert plan.value("train.precision") == "fp32"
     reason = next(c.reason for c in plan.choices if c.key == "train.precision")
     assert f"bf16 NHWC stopped (its warm-up step alone took over {plan_budget.GIVE_UP:g}x)" in reason
+
+
+def test_bf16_is_not_timed_on_a_cpu_without_bf16_kernels(tmp_path: Path, fast_timing: dict,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where oneDNN has no bf16 kernels (an AVX2-only CPU) bf16 is emulated: the plan does not spend a warm-up
+    step on it, even where these fake timings would have made it the fastest, and says why."""
+    write_tiny_dataset(tmp_path / "d" / "train")
+    monkeypatch.setattr(plan_budget, "cpu_runs_bf16", lambda: False)
+    plan = make_plan(tmp_path / "d", 10, "cpu", say=_silent)
+    assert plan.value("train.precision") == "fp32"
+    reason = next(c.reason for c in plan.choices if c.key == "train.precision")
+    assert "bf16 not timed: this CPU has no bf16 kernels" in reason and "bf16 NHWC" not in reason
 
 
 def test_timing_a_step_stops_after_a_warm_up_slower_than_give_up() -> None:
