@@ -72,3 +72,23 @@ def test_no_gaps_no_closing() -> None:
 def test_boundary_seeds_are_for_binary_maps() -> None:
     with pytest.raises(UnetkitError, match="infer.boundary_seeds is for binary boundary maps"):
         config_from_dict({"data": {"classes": ["a", "b", "c"]}, "infer": {"boundary_seeds": 0.2}})
+
+
+def test_the_choices_run_one_watershed_per_image_and_seed_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lines depend on the probabilities and the seed level only: scoring every threshold and object size
+    at a level reuses them (a watershed costs ~0.1 s on a 512x512 image), and the scores stay those of a fresh
+    watershed."""
+    from unetkit.infer import judges
+
+    truth, p = _two_cells_with_a_gap()
+    fresh = [region_error([Held(np.stack([1 - p, p]), truth)], t, 0, 0.2) for t in (0.4, 0.5, 0.6)]
+    calls, watershed = [], judges.gap_lines
+    monkeypatch.setattr(judges, "gap_lines", lambda b, s: calls.append(s) or watershed(b, s))
+    held = [Held(np.stack([1 - p, p]), truth), Held(np.stack([1 - p, p]), truth)]
+    cached = [region_error(held[:1], t, 0, 0.2) for t in (0.4, 0.5, 0.6)]
+    for size in (0, 16, 64):
+        region_error(held, 0.5, size, 0.2)
+    region_error(held, 0.5, 0, 0.1)
+    assert cached == fresh
+    assert sorted(calls) == [0.1, 0.1, 0.2, 0.2]  # two images, two levels
+
