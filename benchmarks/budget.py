@@ -90,8 +90,22 @@ def run_unetkit(name: str, minutes: float, work: Path, overrides: list[str]) -> 
                    if (run / "plan.yaml").is_file() else None}
 
 
+def reference_step() -> float:
+    """Seconds per training step of one fixed network (unetkit's padded U-Net, 16 base channels, depth 5, fp32,
+    a batch of 4 gray 256x256 crops). A shared host runs the same machine at different speeds at different hours
+    (one 2-core EPYC took 0.28 to 0.56 s per planned step of one Kvasir-SEG plan), so every result keeps this
+    figure, measured just before and just after it: results are comparable only at similar figures."""
+    from unetkit.config import config_from_dict
+    from unetkit.train.measure import time_training_step
+
+    cfg = config_from_dict({"data": {"classes": ["a", "b"], "channels": 1, "crop_size": 256, "batch_size": 4},
+                            "model": {"base_channels": 16, "depth": 5}}, "reference")
+    return round(time_training_step(cfg, torch.device("cpu"), steps=5), 3)
+
+
 def run_one(name: str, method: str, minutes: float, work: Path, overrides: list[str], tag: str | None) -> dict:
     began = datetime.datetime.now().isoformat(timespec="seconds")
+    before = reference_step()
     if method == "unetkit":
         preds, info = run_unetkit(name, minutes, work / f"{name}-{method}", overrides)
     else:
@@ -99,7 +113,8 @@ def run_one(name: str, method: str, minutes: float, work: Path, overrides: list[
         model, info = train_peer(method, dataset, 60 * minutes)
         preds = predict_peer(method, model, dataset)
     result = {"dataset": name, "method": method, "minutes": minutes, "date": began, "machine": machine(),
-              "protocol": PROTOCOL, "scores": score(load(name), preds), **info}
+              "protocol": PROTOCOL, "scores": score(load(name), preds), **info,
+              "reference_step_seconds": [before, reference_step()]}
     if tag:
         result |= {"variant": tag, "overrides": overrides}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -117,8 +132,8 @@ LOWER_IS_BETTER = {"pixel_error", "adapted_rand_error", "vi"}
 def table(minutes: float | None) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("budget-*.json"))]
     rows = [r for r in rows if minutes is None or r["minutes"] == minutes]
-    lines = ["| dataset | method | minutes | score 1 | score 2 | score 3 | steps or epochs | machine | date |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | method | minutes | score 1 | score 2 | score 3 | steps or epochs | machine | reference step "
+             "before / after (s) | date |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], r["minutes"], METHODS.index(r["method"]))):
         keys = HEADLINE[r["dataset"]]
         cells = [f"{k} {r['scores'][k]:.4f}" for k in keys] + [""] * (3 - len(keys))
@@ -126,8 +141,9 @@ def table(minutes: float | None) -> str:
         changed = " ".join(r.get("overrides") or [])
         method = f"{r['method']} ({r['variant']}{': ' + changed if changed else ''})" if r.get("variant") \
             else r["method"]
+        speed = " / ".join(f"{t:.2f}" for t in r.get("reference_step_seconds") or [])  # older rows: none
         lines.append(f"| {r['dataset']} | {method} | {r['minutes']:g} | " + " | ".join(cells)
-                     + f" | {work} | {machine_label(r['machine'])} | {r['date'][:10]} |")
+                     + f" | {work} | {machine_label(r['machine'])} | {speed} | {r['date'][:10]} |")
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ def test_curve_compares_latest_rows_of_one_machine_and_leaves_changed_plans_out(
     _store(tmp_path, "unetkit", 5, 0.24, FAST, variant="epyc", overrides=[])
     _store(tmp_path, "unetkit", 10, 0.25, FAST, "2026-12-02T09:00:00", variant="older", overrides=[])  # rerun
     _store(tmp_path, "unetkit", 10, 0.28, FAST, variant="epyc", overrides=[])
-    _store(tmp_path, "monai", 10, 0.27, FAST, variant="epyc", overrides=[])
+    _store(tmp_path, "monai", 10, 0.27, FAST, variant="epyc", overrides=[], reference_step_seconds=[1.1, 1.3])
     _store(tmp_path, "unetkit", 5, 0.31, FAST, variant="half", overrides=["data.scale=0.5"])  # a changed plan
     _store(tmp_path, "unetkit", 10, 0.23, OLD)
     _store(tmp_path, "monai", 10, 0.20, OLD)
@@ -48,6 +48,8 @@ def test_curve_compares_latest_rows_of_one_machine_and_leaves_changed_plans_out(
     assert "| camvid | unetkit (half: data.scale=0.5) | 5 | miou 0.3100 |" in table
     assert "| camvid | unetkit (older) | 10 | miou 0.2500 |" in table  # the table keeps every run
     assert table.count("| AMD EPYC, AVX-512 bf16 |") == 5 and table.count("| Intel Xeon |") == 2
+    # how fast the machine ran just before and after the run, where it was measured
+    assert "| monai (epyc) | 10 | miou 0.2700 |  |  |  | AMD EPYC, AVX-512 bf16 | 1.10 / 1.30 |" in table
 
 
 def test_curve_takes_the_best_peer_of_each_score(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
