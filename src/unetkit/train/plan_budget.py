@@ -189,7 +189,8 @@ def _cut_validation(plan: Plan, val_seconds: float, train_images: int, val_image
 def _choices(plan: Plan, val_seconds: float) -> tuple[list[str], float]:
     """What to choose on the validation images after training, and the seconds that costs: for a binary
     task one pass to hold the probabilities and about as long again to score every threshold and object size
-    on them (a boundary map also tries closing its gaps; an instance model grows and scores its objects for
+    on them (a boundary map also tries closing its gaps: one watershed per image and seed level, `plan.gap_seconds`
+    a level, and one more for the flipped probabilities; an instance model grows and scores its objects for
     every candidate: `plan.object_seconds`
     each), four more passes for judging flips, unless that would take over 5% of the budget (a model that
     needs so long to judge its TTA would need 4x as long for every prediction)."""
