@@ -30,6 +30,18 @@ def test_threshold_rule_and_its_default_is_the_arg_max() -> None:
     assert classes_of(probs, 0.8).tolist() == [[0, 0, 0, 1]]
 
 
+def test_the_class_rule_is_the_arg_max_on_every_layout() -> None:
+    """Taken along a contiguous axis for speed, the rule stays torch's arg-max (first class on ties) for two
+    classes and more, with the class axis first, second or given."""
+    generator = torch.Generator().manual_seed(0)
+    for classes in (2, 3, 5):
+        probs = torch.randint(0, 4, (3, classes, 7, 9), generator=generator).float()  # many ties
+        assert torch.equal(classes_of(probs), probs.argmax(1))
+        assert torch.equal(classes_of(probs[0]), probs[0].argmax(0))
+        flat = probs[0].reshape(classes, -1)  # (K, P)
+        assert torch.equal(classes_of(flat, dim=0), flat.argmax(0))
+
+
 def _near_binary_mask(path: Path) -> np.ndarray:
     mask = np.zeros((20, 20), np.uint8)
     mask[5:15, 5:15] = 255

@@ -18,6 +18,12 @@ from unetkit.distributed import all_sum
 from unetkit.errors import UnetkitError
 
 
+def _outside(values: Tensor, num_classes: int) -> bool:
+    """Whether any value lies outside [0, num_classes): one pass for the smallest and largest."""
+    low, high = torch.aminmax(values)
+    return bool(low < 0) or bool(high >= num_classes)
+
+
 class ConfusionMatrix:
     """Pixel counts `matrix[truth, prediction]` over everything passed to `update`.
 
@@ -44,15 +50,16 @@ class ConfusionMatrix:
         pred = pred.reshape(-1).long()
         target = target.reshape(-1).to(pred.device).long()
         keep = target != self.ignore_index
-        pred, target = pred[keep], target[keep]
+        if not bool(keep.all()):  # boolean indexing copies (~4 ms for a 530x622 map): only where void pixels are
+            pred, target = pred[keep], target[keep]
         c = self.num_classes
-        if target.numel() and bool(((target < 0) | (target >= c)).any()):
+        if target.numel() and _outside(target, c):
             bad = sorted({int(v) for v in target[(target < 0) | (target >= c)].unique()[:5]})
             raise UnetkitError(
                 f"mask labels {bad} are outside the {c} configured classes (0..{c - 1}) and are not the ignore "
                 f"label {self.ignore_index}; check data.classes and data.mask"
             )
-        if pred.numel() and bool(((pred < 0) | (pred >= c)).any()):
+        if pred.numel() and _outside(pred, c):
             raise ValueError(f"predicted classes must lie in [0, {c}), got {pred.min().item()}..{pred.max().item()}")
         # Each (truth, prediction) pair becomes one cell index, so a single bincount fills the whole matrix.
         counts = torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)

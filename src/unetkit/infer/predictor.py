@@ -48,10 +48,15 @@ def classes_of(probs: torch.Tensor, threshold: float = 0.5, dim: int = -3) -> to
 
     With 2 classes and a threshold other than 0.5 a pixel is foreground when p(class 1) > threshold; at 0.5
     this is the arg-max itself (ties go to class 0), so the default reproduces an arg-max bit for bit.
+    The arg-max is taken along a contiguous axis: over the strided class axis of a (2, 530, 622) map PyTorch's
+    argmax took 50 ms on a 2-core CPU, the comparison of two classes 1.3 ms and a contiguous arg-max 3.6 ms,
+    and the choices after training take it for every image and candidate.
     """
-    if probs.shape[dim] == 2 and threshold != 0.5:
-        return (probs.select(dim, 1) > threshold).long()
-    return probs.argmax(dim)
+    if probs.shape[dim] == 2:
+        if threshold != 0.5:
+            return (probs.select(dim, 1) > threshold).long()
+        return (probs.select(dim, 1) > probs.select(dim, 0)).long()  # the arg-max of two: ties go to class 0
+    return probs.movedim(dim, -1).contiguous().argmax(-1)
 
 
 Precision = Literal["fp32", "bf16", "fp16"]
