@@ -90,12 +90,17 @@ def time_loading(cfg: Config, pairs: Sequence[Pair], codec: MaskCodec, samples: 
     return statistics.median(times)
 
 
+def _spread(pairs: Sequence[Pair], samples: int) -> list[Pair]:
+    """Up to `samples` of `pairs`, spread evenly over them (what each timing below runs on)."""
+    return [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
+
+
 def time_objects(pairs: Sequence[Pair], codec: MaskCodec, samples: int = 2) -> float:
     """Seconds per image to grow an instance model's objects and score them (DSB), which the choices after
     training repeat for every seed threshold and object size. Timed on probabilities made from the true
     background / interior / boundary of up to `samples` validation images, so the objects are as many and as
     large as a trained model's (an untrained network's noise would grow other objects)."""
-    chosen = [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
+    chosen = _spread(pairs, samples)
     began = time.perf_counter()
     for pair in chosen:
         target = codec.decode(read_raw(pair[1]), str(pair[1]))  # (H, W) classes 0, 1, 2
@@ -109,7 +114,7 @@ def time_gap_lines(pairs: Sequence[Pair], codec: MaskCodec, samples: int = 2) ->
     after training do once per seed level. Timed on a smoothed copy of up to `samples` validation images' true
     boundaries, so the regions are as many as a trained model's (its probabilities are smooth where the truth
     is sharp)."""
-    chosen = [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
+    chosen = _spread(pairs, samples)
     began = time.perf_counter()
     for pair in chosen:
         target = codec.decode(read_raw(pair[1]), str(pair[1]))  # (H, W) classes 0, 1
@@ -125,7 +130,7 @@ def time_validation(cfg: Config, device: torch.device, pairs: Sequence[Pair], co
     surrounds the network (reading, resampling, scoring), so a network-only timing would undercount them."""
     model = build_model(cfg.model, cfg.data.channels, 1 if cfg.loss.binary else cfg.data.num_classes,
                         pretrained=False).to(device)
-    chosen = [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
+    chosen = _spread(pairs, samples)
     validate(model, cfg, chosen[:1], codec, device, progress=False)
     began = time.perf_counter()
     validate(model, cfg, chosen, codec, device, progress=False)

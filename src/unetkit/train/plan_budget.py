@@ -89,7 +89,7 @@ def _time_formats(plan: Plan, device: torch.device) -> float:
     table = ", ".join(f"{p}{' NHWC' if c else ''} " + (f"{t:.2f}s" if t < float("inf") else
                                                       f"stopped (its warm-up step alone took over {GIVE_UP:g}x)")
                       for (p, c), t in timed.items())
-    if device.type == "cpu" and not cpu_runs_bf16():
+    if device.type == "cpu" and all(p != "bf16" for p, _ in timed):
         table += "; bf16 not timed: this CPU has no bf16 kernels in oneDNN (no AVX-512), so it would be emulated"
     plan.add("train.precision", precision, f"fastest training step measured here (per step of base {WIDTHS[0]}: "
              f"{table})")
