@@ -55,6 +55,23 @@ def test_a_threshold_that_wins_by_less_than_the_noise_of_the_images_gives_way_to
     assert choose_threshold(sure)[0] == 0.7  # a gain larger than the noise is kept
 
 
+def test_a_gain_on_every_image_is_kept_though_the_images_scores_spread_more_than_it() -> None:
+    """Two settings scored on the same images share the images' spread (an easy slice, a hard one): the noise of
+    a gain is the standard error of the per-image differences, not of one setting's scores."""
+    easy_and_hard = (0.90, 0.80, 0.70, 0.60, 0.50)
+    at_half = Scored(float(np.mean(easy_and_hard)), standard_error(easy_and_hard), easy_and_hard)
+    steady = tuple(v + g for v, g in zip(easy_and_hard, (0.011, 0.009, 0.010, 0.012, 0.008), strict=True))
+    at_steady = Scored(float(np.mean(steady)), standard_error(steady), steady)
+    assert at_steady.value - at_half.value < at_steady.se  # one setting's spread would call the gain noise
+    chosen, reason = choose_threshold({0.5: at_half, 0.6: at_steady})
+    paired = standard_error([0.011, 0.009, 0.010, 0.012, 0.008])
+    assert chosen == 0.6 and reason.endswith(f"(one standard error: {paired:.4f})")
+    lucky = tuple(v + g for v, g in zip(easy_and_hard, (0.08, -0.03, -0.02, -0.01, 0.03), strict=True))
+    at_lucky = Scored(float(np.mean(lucky)), standard_error(lucky), lucky)  # the same mean gain, by one slice
+    assert at_lucky.value == pytest.approx(at_steady.value)
+    assert choose_threshold({0.5: at_half, 0.6: at_lucky})[0] == 0.5
+
+
 def test_the_noise_is_the_standard_error_of_the_images_own_scores() -> None:
     truth = np.zeros((8, 8), np.uint8)
     truth[:, :4] = 1
@@ -65,6 +82,7 @@ def test_the_noise_is_the_standard_error_of_the_images_own_scores() -> None:
     scored = judge_for("pixels", ["background", "foreground"]).score(held, 0.5, 0)
     assert scored.value == pytest.approx(64 / 96)  # pooled as `evaluate` pools: 64 true of 96 predicted pixels
     assert scored.se == pytest.approx(standard_error([1.0, 0.5])) == pytest.approx(0.25)
+    assert scored.images == pytest.approx((1.0, 0.5))
     assert standard_error([0.3]) == 0.0 and standard_error([None, 0.3]) == 0.0
 
 

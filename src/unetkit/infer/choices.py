@@ -40,7 +40,7 @@ from unetkit.data.masks import MaskCodec
 from unetkit.infer.gaps import SEED_LEVELS
 from unetkit.infer.inference import Inference, model_predictor, open_inference, validation_settings
 from unetkit.infer.instances import true_objects
-from unetkit.infer.judges import Held, Judge, Scored, judge_for, score_held
+from unetkit.infer.judges import Held, Judge, Scored, judge_for, paired_error, score_held
 from unetkit.infer.predictor import Fn
 from unetkit.runtime import resolve_device
 
@@ -63,9 +63,14 @@ def hold_probabilities(inference: Inference, pairs: Sequence[Pair], codec: MaskC
 
 
 def _within_noise(table: dict, best: object) -> list:
-    """The candidates whose score is within one standard error of the best candidate's."""
-    floor = table[best].value - table[best].se
-    return [k for k, scored in table.items() if scored.value >= floor]
+    """The candidates that lose to the best by no more than one standard error of their per-image differences
+    from it (`paired_error`)."""
+    return [k for k, scored in table.items() if table[best].value - scored.value <= paired_error(table[best], scored)]
+
+
+def _noise(table: dict, best: object, other: object) -> str:
+    """The standard error `_within_noise` compared `other` against, for a reason."""
+    return f"{paired_error(table[best], table[other]):.4f}"
 
 
 def choose_threshold(table: dict[float, Scored], judge: Judge | None = None) -> tuple[float, str]:
@@ -79,12 +84,12 @@ def choose_threshold(table: dict[float, Scored], judge: Judge | None = None) -> 
     chosen = min(_within_noise(known, best), key=lambda t: (round(abs(t - 0.5), 6), -known[t].value))
     reason = f"threshold {chosen}: {name} {shown(known[chosen].value)} on the validation images"
     if chosen != best:
-        return chosen, (f"{reason}, within one standard error ({known[best].se:.4f}) of the best, "
+        return chosen, (f"{reason}, within one standard error ({_noise(known, best, chosen)}) of the best, "
                         f"{shown(known[best].value)} at {best}: the cut nearest 0.5 of those")
     at_half = known.get(0.5)
     if at_half is None or chosen == 0.5:
         return chosen, reason
-    return chosen, f"{reason} against {shown(at_half.value)} at 0.5 (one standard error: {known[best].se:.4f})"
+    return chosen, f"{reason} against {shown(at_half.value)} at 0.5 (one standard error: {_noise(known, best, 0.5)})"
 
 
 def choose_object_size(held: Sequence[Held], threshold: float, class_names: list[str],
@@ -93,7 +98,7 @@ def choose_object_size(held: Sequence[Held], threshold: float, class_names: list
     judge = judge or judge_for("pixels", class_names)
     smallest = min(item.mask.size for item in held)
     table = {size: judge.score(held, threshold, size, seeds) for size in OBJECT_SIZES if size <= smallest // 100}
-    table = {size: Scored(scored.value or 0.0, scored.se) for size, scored in table.items()}
+    table = {size: scored._replace(value=scored.value or 0.0) for size, scored in table.items()}
     best = max(table, key=lambda s: (table[s].value, -s))
     chosen = min(_within_noise(table, best))
     kept = judge.shown(table[0].value)
@@ -102,7 +107,7 @@ def choose_object_size(held: Sequence[Held], threshold: float, class_names: list
             return 0, f"small objects kept: removing them did not improve the {judge.name} ({kept})"
         return 0, (f"small objects kept: removing those under {best} px gives {judge.name} "
                    f"{judge.shown(table[best].value)} against {kept}, within one standard error "
-                   f"({table[best].se:.4f})")
+                   f"({_noise(table, best, 0)})")
     return chosen, (f"objects under {chosen} px removed: {judge.name} {judge.shown(table[chosen].value)} against "
                     f"{kept} keeping all")
 
@@ -112,14 +117,14 @@ def choose_seeds(held: Sequence[Held], threshold: float, judge: Judge) -> tuple[
     settings within one standard error of the best score, the one that changes the map least (off, else the
     lowest level: the fewest seeds), and why."""
     table = {None: judge.score(held, threshold, 0), **{s: judge.score(held, threshold, 0, s) for s in SEED_LEVELS}}
-    table = {level: Scored(scored.value or 0.0, scored.se) for level, scored in table.items()}
+    table = {level: scored._replace(value=scored.value or 0.0) for level, scored in table.items()}
     best = max(table, key=lambda level: table[level].value)  # ties: the first, off
     near = _within_noise(table, best)
     off = judge.shown(table[None].value)
     if None in near:
         return None, (f"boundary gaps left as thresholded: closing them gives at best {judge.name} "
                       f"{judge.shown(table[best].value)} against {off}, not more than one standard error "
-                      f"({table[best].se:.4f})" if best is not None else
+                      f"({_noise(table, best, None)})" if best is not None else
                       f"boundary gaps left as thresholded: closing them did not improve the {judge.name} ({off})")
     chosen = min(level for level in near if level is not None)
     return chosen, (f"boundary gaps closed by a watershed from regions seeded at p(boundary) < {chosen}: "
