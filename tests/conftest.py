@@ -12,6 +12,9 @@ Dataset layout (`tiny_dataset`)::
 from __future__ import annotations
 
 import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # tests split over processes: one thread each, so they do not contend
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
