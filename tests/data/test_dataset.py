@@ -30,7 +30,7 @@ def test_pairs_by_stem_across_extensions(tmp_path: Path) -> None:
     _write(tmp_path / "msk", "a.tif", np.zeros((4, 4), np.uint8))
     _write(tmp_path / "msk", "b.png", np.zeros((4, 4), np.uint8))
     pairs = pair_files(tmp_path / "img", tmp_path / "msk")
-    assert [(i.name, m.name) for i, m in pairs] == [("a.png", "a.tif"), ("b.tif", "b.png")]
+    assert [(p.image.name, p.mask.name) for p in pairs] == [("a.png", "a.tif"), ("b.tif", "b.png")]
 
 
 def test_split_is_deterministic_and_disjoint() -> None:

@@ -28,7 +28,7 @@ def _config_reads_masks(report: dict) -> DataConfig:
     """The suggested snippet is a valid `data:` section whose mask encoding decodes every mask."""
     data = DataConfig(**yaml.safe_load(report["suggestion"]["yaml"])["data"])
     codec = MaskCodec(data.mask, data.num_classes)
-    for _, mask in pair_files(Path(report["images_dir"]), Path(report["masks_dir"])):
+    for _, mask, _ in pair_files(Path(report["images_dir"]), Path(report["masks_dir"])):
         codec.decode(read_raw(mask), str(mask))
     return data
 

@@ -15,6 +15,7 @@ from PIL import Image
 from unetkit.checkpoint import load_checkpoint
 from unetkit.cli import main
 from unetkit.config import load_config
+from unetkit.data.dataset import dataset_pairs
 from unetkit.errors import UnetkitError
 from unetkit.train import plan_budget, plan_rules
 from unetkit.train.plan import locate, make_plan
@@ -282,7 +283,7 @@ def test_closing_a_boundary_maps_gaps_after_training_is_taken_from_the_training_
         plan = make_plan(tmp_path / "grid", 5, "cpu", say=_silent)
         minutes[per_image] = plan.value("train.max_minutes")
     assert plan.value("train.choose")[0] == "gaps"
-    val_images = round(4 * plan.config().data.val_fraction)
+    val_images = len(dataset_pairs(plan.config().data)[1])  # four bands: 4 images of 600 px are few
     assert plan.gap_seconds == pytest.approx(val_images * 1.0)
     assert 60 * (minutes[0.0] - minutes[1.0]) == pytest.approx((len(SEED_LEVELS) + 1) * val_images, abs=1.0)
 
@@ -295,3 +296,23 @@ def test_the_minutes_count_from_the_start_of_the_command(tmp_path: Path, fast_ti
     now = make_plan(tmp_path / "d", 5, "cpu", say=_silent).value("train.max_minutes")
     earlier = make_plan(tmp_path / "d", 5, "cpu", say=_silent, began=time.perf_counter() - 30)
     assert 60 * (now - earlier.value("train.max_minutes")) == pytest.approx(30, abs=1.0)
+
+
+def test_few_large_images_are_validated_on_a_band_of_each_many_or_small_ones_whole(tmp_path: Path,
+                                                                                  fast_timing: dict) -> None:
+    """4 images of 600 px: one held out whole would give the choices one image to compare on; a band of each
+    gives four, and all four are trained on. 64 px images have no band to spare (their rest would not fill a
+    crop of the cap), and 30 images give six whole ones."""
+    yy, xx = np.mgrid[:600, :600]
+    _shapes(tmp_path / "few", lambda mask, rng: mask.__setitem__((yy - 300) ** 2 + (xx - 200) ** 2 <= 60 ** 2, 255))
+    few = make_plan(tmp_path / "few", 5, "cpu", say=_silent)
+    assert few.value("data.val_split") == "bands" and few.value("data.val_fraction") == plan_rules.VAL_SHARE
+    reason = next(c.reason for c in few.choices if c.key == "data.val_split")
+    assert "all 4 are trained on" in reason and "1 of 4 images" in reason
+    assert few.config().data.val_split == "bands"
+    write_tiny_dataset(tmp_path / "small" / "train", count=4)
+    write_tiny_dataset(tmp_path / "many" / "train", count=30, size=330)
+    for name in ("small", "many"):
+        plan = make_plan(tmp_path / name, 5, "cpu", say=_silent)
+        assert "data.val_split" not in {c.key for c in plan.choices}, name
+        assert plan.config().data.val_split == "images"

@@ -95,3 +95,20 @@ def test_validation_changes_no_parameter_buffer_or_mode(family: str, synthetic_c
     assert before.keys() == after.keys()
     for name, value in before.items():
         assert torch.equal(value, after[name]), name  # bitwise: validation touched nothing
+
+
+def test_a_band_split_reports_what_evaluate_gives_on_the_same_bands(synthetic_config: Callable[..., Config]) -> None:
+    """Validation on the bottom fifth of each training image: metrics.csv and last.pt hold what
+    `evaluate --split val` scores on those same bands, and no validation pixel was trained on."""
+    cfg = synthetic_config("train.epochs=1", "data.val_images=null", "data.val_masks=null", "data.val_split=bands",
+                           *CORE["unet-same-bn-dropout"])
+    train_pairs, val_pairs = dataset_pairs(cfg.data)
+    assert [p.image for p in train_pairs] == [p.image for p in val_pairs] and len(val_pairs) == 8
+    assert all(t.rows[1] == v.rows[0] for t, v in zip(train_pairs, val_pairs, strict=True))
+    run = train(cfg, progress=False)
+    report = evaluate(run.run_dir / "last.pt", split="val", progress=False)
+    assert report["images"] == 8
+    last = load_checkpoint(run.run_dir / "last.pt")
+    assert report["confusion_matrix"] == last["val_confusion"].tolist()
+    assert int(last["val_confusion"].sum()) == 8 * round(64 * 0.2) * 64  # the bands' pixels, nothing more
+    assert_row_equals_report(list(csv.DictReader(open(run.run_dir / "metrics.csv")))[-1], report, cfg.data.classes)

@@ -67,7 +67,9 @@ class DataConfig(Strict):
     test_masks: str | None = None
     test_mask: MaskConfig | None = None  # encoding of the test masks when it differs from `mask`
     val_files: list[str] | None = None  # file stems held out for validation (a fixed split), e.g. ["25", "26"]
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of train files held out when no val folders
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # share of train files (or of each one's rows) held out
+    # with no val folders: hold out whole images, or the bottom val_fraction of every image's rows ("bands")
+    val_split: Literal["images", "bands"] = "images"
     split_seed: int = 0  # makes that split deterministic
     channels: Literal[1, 3] = 1  # 1 = gray, 3 = RGB; images are converted on read
     # larger images are refused (a tiny compressed file can unpack to gigabytes); None = no limit

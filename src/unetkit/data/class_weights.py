@@ -15,6 +15,7 @@ the model predicts for it. Ignored pixels (`IGNORE_INDEX`) count nowhere, not ev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ import numpy as np
 
 from unetkit.data.io import read_raw
 from unetkit.data.masks import MaskCodec
+from unetkit.data.pairs import crop_rows, rows_of
 from unetkit.errors import UnetkitError
 
 
@@ -50,12 +52,13 @@ class ClassPixelCounts:
                                 self.present_masks + other.present_masks)
 
 
-def class_pixel_counts(pairs: list[tuple[Path, Path]], codec: MaskCodec) -> ClassPixelCounts:
+def class_pixel_counts(pairs: Sequence[Sequence[Path]], codec: MaskCodec) -> ClassPixelCounts:
     """Read every mask of `pairs` once (images are not read) and count its classes' pixels. (A training run
     takes the same statistics from the scan that checks every pair, `unetkit.data.dataset.scan_pairs`.)"""
     total = ClassPixelCounts.zeros(codec.num_classes)
-    for _, mask_path in pairs:
-        total = total + ClassPixelCounts.of_mask(codec.decode(read_raw(mask_path), str(mask_path)), codec.num_classes)
+    for pair in pairs:
+        mask = crop_rows(codec.decode(read_raw(pair[1]), str(pair[1])), rows_of(pair))
+        total = total + ClassPixelCounts.of_mask(mask, codec.num_classes)
     return total
 
 

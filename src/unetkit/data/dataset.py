@@ -22,12 +22,11 @@ from unetkit.data.intensity import stretch_whole
 from unetkit.data.io import image_stem, list_images, read_image, read_raw
 from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MAX_MASK_VALUES, MaskCodec, near_binary_threshold
+from unetkit.data.pairs import Pair, band_pairs, crop_rows, rows_of
 from unetkit.data.resample import shrink_image, shrink_mask
 from unetkit.data.sampler import seed_pipeline
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.errors import UnetkitError
-
-Pair = tuple[Path, Path]  # (image file, mask file)
 
 
 def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
@@ -58,7 +57,7 @@ def pair_files(images_dir: Path, masks_dir: Path) -> list[Pair]:
     if lonely_masks:
         raise UnetkitError(f"{masks_dir}: no image in {images_dir} for mask(s) {_names(lonely_masks)}; "
                            "add the images or move those masks out")
-    return [(images[s], masks[s]) for s in sorted(images)]
+    return [Pair(images[s], masks[s]) for s in sorted(images)]
 
 
 def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -96,6 +95,8 @@ def dataset_pairs(cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
         return train, pair_files(cfg.path(cfg.val_images), cfg.path(cfg.val_masks))
     if cfg.val_files is not None:
         return split_by_name(train, cfg.val_files)
+    if cfg.val_split == "bands":
+        return band_pairs(train, cfg.val_fraction)
     return split_pairs(train, cfg.val_fraction, cfg.split_seed)
 
 
@@ -108,18 +109,21 @@ def test_pairs(cfg: DataConfig) -> list[Pair]:
 
 def load_pair(pair: Pair, channels: int, codec: MaskCodec, masks: DecodedMasks | None = None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices. With `masks`
-    the mask is decoded once and kept there (read-only) for the next call."""
+    """Read one pair: image (H, W, channels) float32 in [0, 1], mask (H, W) uint8 class indices, both cut to
+    the pair's band of rows. With `masks` the whole mask is decoded once and kept there (read-only) for the
+    next call, for either band of its image."""
     image = read_image(pair[0], channels)
-    cached = masks.get(pair[1]) if masks is not None else None
-    if cached is not None:
-        return image, cached
-    mask = load_mask(pair, codec, image.shape[:2])
-    return image, (masks.put(pair[1], mask) if masks is not None else mask)
+    mask = masks.get(pair[1]) if masks is not None else None
+    if mask is None:
+        mask = load_mask(pair, codec, image.shape[:2])
+        mask = masks.put(pair[1], mask) if masks is not None else mask
+    rows = rows_of(pair)
+    return crop_rows(image, rows), crop_rows(mask, rows)
 
 
 def load_mask(pair: Pair, codec: MaskCodec, size: tuple[int, ...]) -> np.ndarray:
-    """The (H, W) uint8 class indices of a pair's mask, checked against its image's (H, W) `size`."""
+    """The (H, W) uint8 class indices of a pair's whole mask (not cut to its band), checked against its
+    image's (H, W) `size`."""
     raw = read_raw(pair[1])
     try:
         mask = codec.decode(raw, str(pair[1]))

@@ -107,7 +107,7 @@ def make_patches(
     _check_output(output_dir, inputs)
 
     count = 0
-    for image_path, mask_path in pairs:
+    for image_path, mask_path, *_ in pairs:
         image = _read_picture(image_path)
         height, width = image.shape[:2]
         if height < size or width < size:

@@ -37,6 +37,7 @@ from unetkit.config import Config, InferConfig
 from unetkit.data.dataset import Pair, load_pair
 from unetkit.data.inspect import image_size
 from unetkit.data.masks import MaskCodec
+from unetkit.data.pairs import band_height, rows_of
 from unetkit.infer.gaps import SEED_LEVELS
 from unetkit.infer.inference import Inference, model_predictor, open_inference, validation_settings
 from unetkit.infer.instances import true_objects
@@ -58,7 +59,8 @@ def hold_probabilities(inference: Inference, pairs: Sequence[Pair], codec: MaskC
         image, mask = load_pair(pair, channels, codec)  # (H, W, C) in [0, 1], (H, W) class indices
         probs = np.empty((codec.num_classes, *mask.shape), np.float32)
         inference.segment(image, probs)
-        held.append(Held(probs, mask, true_objects(pair[1], mask, codec.encoding) if objects else None))
+        truth = true_objects(pair[1], mask, codec.encoding, rows=rows_of(pair)) if objects else None
+        held.append(Held(probs, mask, truth))
     return held
 
 
@@ -202,7 +204,7 @@ def _within_memory(pairs: Sequence[Pair], num_classes: int) -> list[Pair]:
     kept, used = [], 0
     for pair in pairs:
         width, height = image_size(pair[0])
-        used += 4 * num_classes * width * height
+        used += 4 * num_classes * width * band_height(height, rows_of(pair))
         if kept and used > MAX_HELD:
             break
         kept.append(pair)

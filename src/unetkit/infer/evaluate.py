@@ -98,7 +98,7 @@ def evaluate(
         options = options or InferOptions()
         infer = _checked(options.applied_to(cfg), cfg, world.size)
         pairs, codec = evaluation_pairs(cfg, data, split, images, masks)
-        warning = channel_warning([image for image, _ in pairs], cfg.data.channels)
+        warning = channel_warning([pair[0] for pair in pairs], cfg.data.channels)
         if warning and world.main:
             print(warning, file=sys.stderr)
         scored = score_pairs(open_inference(predictor, cfg, infer), pairs, codec, cfg.data.channels,

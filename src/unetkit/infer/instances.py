@@ -37,6 +37,7 @@ from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from unetkit.atomic import atomic_write
 from unetkit.config import Config
 from unetkit.data.io import read_raw
+from unetkit.data.pairs import Rows, crop_rows
 from unetkit.data.pixel_size import PixelSize
 from unetkit.data.writers import write_mask_rows
 from unetkit.errors import UnetkitError
@@ -89,18 +90,19 @@ def objects_from(rule: ObjectRule, classes: np.ndarray, probs: np.ndarray | None
     return objects_of(classes)
 
 
-def true_objects(mask_path: Path, classes: np.ndarray, encoding: str = "", rule: ObjectRule = "components"
-                 ) -> np.ndarray:
+def true_objects(mask_path: Path, classes: np.ndarray, encoding: str = "", rule: ObjectRule = "components",
+                 rows: Rows | None = None) -> np.ndarray:
     """The true (H, W) object labels of one image: the mask itself when it is an instance label image
     (`encoding` "instances"), its instance label image when the dataset has one (`instances/` beside
-    `masks/`, same stem), else the objects of its class map `classes` by `rule` (regions or components)."""
+    `masks/`, same stem), else the objects of its class map `classes` by `rule` (regions or components).
+    With `rows`, `classes` is that band of the image's rows and the label images are cut to it too."""
     if encoding == "instances":
-        return read_raw(Path(mask_path)).astype(np.int64)
+        return crop_rows(read_raw(Path(mask_path)), rows).astype(np.int64)
     folder = Path(mask_path).parent.parent / "instances"
     for suffix in INSTANCE_SUFFIXES:
         found = folder / f"{Path(mask_path).stem}{suffix}"
         if found.is_file():
-            labels = read_raw(found)
+            labels = crop_rows(read_raw(found), rows)
             if labels.ndim != 2 or labels.shape != classes.shape:
                 raise UnetkitError(f"{found}: an instance label image must be one channel of the mask's size "
                                    f"{classes.shape[1]}x{classes.shape[0]}")

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from unetkit.data.dataset import Pair, load_mask, load_pair
 from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MaskCodec
+from unetkit.data.pairs import crop_rows, rows_of
 from unetkit.data.source import open_image, to_unit
 from unetkit.data.weightmap import WeightMapCache
 from unetkit.distributed import all_sum, gather_objects
@@ -76,7 +77,8 @@ def _read(pair: Pair, channels: int, codec: MaskCodec, level: int | None, masks:
     if level is None:
         return load_pair(pair, channels, codec, masks)
     image = open_image(pair[0], channels, level)
-    return image, load_mask(pair, codec, image.shape)
+    rows = rows_of(pair)
+    return crop_rows(image, rows), crop_rows(load_mask(pair, codec, image.shape), rows)
 
 
 def _reduce(scored: Scored) -> None:
@@ -140,7 +142,7 @@ def score_pairs(
             scored.em.update(mask == 1, pred == 1)
         if scored.objects is not None:
             infer, rule = inference.infer, inference.objects
-            scored.objects.update(true_objects(pair[1], mask, codec.encoding, rule),
+            scored.objects.update(true_objects(pair[1], mask, codec.encoding, rule, rows_of(pair)),
                                   objects_from(rule, pred, probs, infer.seed_threshold, infer.min_object_px))
         if len(scored.samples) < keep_samples:
             scored.samples.append((to_unit(np.asarray(image), channels).transpose(2, 0, 1), mask, pred))

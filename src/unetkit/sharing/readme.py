@@ -72,7 +72,9 @@ def validation_text(summary: dict[str, Any] | None) -> list[str]:
 def training_text(cfg: Config, summary: dict[str, Any] | None) -> list[str]:
     """The '## Training data' lines: folders, classes, encoding, normalization and the recipe."""
     data = cfg.data
-    val = f"`{data.path(data.val_images)}`" if data.val_images else f"{data.val_fraction:.0%} of the training images"
+    val = f"`{data.path(data.val_images)}`" if data.val_images else (
+        f"the bottom {data.val_fraction:.0%} of every training image's rows (trained on above it)"
+        if data.val_split == "bands" else f"{data.val_fraction:.0%} of the training images")
     normalize = ("each image's own 0.5-99.5 percentile range stretched to [0, 1], then" if data.normalize == "image"
                  else "pixels scaled to [0, 1] by their type's range, then")
     seconds = f" in {summary['seconds']:.0f} s" if summary and isinstance(summary.get("seconds"), int | float) else ""

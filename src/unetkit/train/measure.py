@@ -21,6 +21,7 @@ from unetkit.data.dataset import FolderDataset, Pair
 from unetkit.data.io import read_raw
 from unetkit.data.mask_cache import DecodedMasks
 from unetkit.data.masks import MaskCodec
+from unetkit.data.pairs import crop_rows, rows_of
 from unetkit.data.transforms import train_transform
 from unetkit.infer.gaps import SEED_LEVELS, gap_lines
 from unetkit.infer.instances import grow_objects, true_objects
@@ -95,6 +96,11 @@ def _spread(pairs: Sequence[Pair], samples: int) -> list[Pair]:
     return [pairs[i * len(pairs) // samples] for i in range(min(samples, len(pairs)))]
 
 
+def _target(pair: Pair, codec: MaskCodec) -> np.ndarray:
+    """The (H, W) class indices of a pair's mask, cut to its band of rows."""
+    return crop_rows(codec.decode(read_raw(pair[1]), str(pair[1])), rows_of(pair))
+
+
 def time_objects(pairs: Sequence[Pair], codec: MaskCodec, samples: int = 2) -> float:
     """Seconds per image to grow an instance model's objects and score them (DSB), which the choices after
     training repeat for every seed threshold and object size. Timed on probabilities made from the true
@@ -103,9 +109,10 @@ def time_objects(pairs: Sequence[Pair], codec: MaskCodec, samples: int = 2) -> f
     chosen = _spread(pairs, samples)
     began = time.perf_counter()
     for pair in chosen:
-        target = codec.decode(read_raw(pair[1]), str(pair[1]))  # (H, W) classes 0, 1, 2
+        target = _target(pair, codec)  # (H, W) classes 0, 1, 2
         probs = np.eye(3, dtype=np.float32)[target].transpose(2, 0, 1)  # (3, H, W)
-        InstanceScores().update(true_objects(pair[1], target, codec.encoding), grow_objects(probs))
+        InstanceScores().update(true_objects(pair[1], target, codec.encoding, rows=rows_of(pair)),
+                                grow_objects(probs))
     return (time.perf_counter() - began) / max(len(chosen), 1)
 
 
@@ -117,7 +124,7 @@ def time_gap_lines(pairs: Sequence[Pair], codec: MaskCodec, samples: int = 2) ->
     chosen = _spread(pairs, samples)
     began = time.perf_counter()
     for pair in chosen:
-        target = codec.decode(read_raw(pair[1]), str(pair[1]))  # (H, W) classes 0, 1
+        target = _target(pair, codec)  # (H, W) classes 0, 1
         gap_lines(gaussian((target == 1).astype(np.float32), sigma=2), SEED_LEVELS[len(SEED_LEVELS) // 2])
     return (time.perf_counter() - began) / max(len(chosen), 1)
 

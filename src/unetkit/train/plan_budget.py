@@ -177,7 +177,8 @@ def _cut_validation(plan: Plan, val_seconds: float, train_images: int, val_image
     VALIDATION_SHARE of the budget; a given val/ folder is kept whole. Returns the seconds of one validation
     and the number of training images."""
     limit = VALIDATION_SHARE * 60 * plan.minutes / 2
-    if plan.layout.val or val_seconds <= limit or val_images <= MIN_VAL:
+    bands = any(c.key == "data.val_split" and c.value == "bands" for c in plan.choices)  # few images: cheap
+    if plan.layout.val or bands or val_seconds <= limit or val_images <= MIN_VAL:
         return val_seconds, train_images
     keep = max(MIN_VAL, int(val_images * limit / val_seconds))
     fraction = round(keep / (train_images + val_images), 4)

@@ -18,6 +18,8 @@ CPU_CROP, GPU_CROP = 256, 512
 MIN_SCALE, MIN_THICKNESS = 0.25, 8.0  # reduced resolution: at most 4x, and thin classes keep 8 px
 SEEN_TO_LEARN = 0.25  # images' worth of a class's pixels a run must show before its thinness holds the resolution
 WHOLE_CPU, WHOLE_GPU = 1024, 2048  # longest image side predicted in one pass
+VAL_SHARE = 0.2  # of the images (or of each image's rows) held out when no val/ folder is given
+MIN_PIECES = 5  # validation images the choices need to compare settings image by image
 REGIONS_PER_WALL = 10  # a boundary map: the background falls into 10x more regions than the boundary class
 
 
@@ -29,6 +31,26 @@ def receptive_field(depth: int) -> int:
         field += 4 * jump + jump
         jump *= 2
     return field + 4 * jump
+
+
+def _holdout(plan: Plan) -> None:
+    """No val/ folder: hold out a fifth of the images, or, when that is fewer than MIN_PIECES images and every
+    image is tall enough that the rest of it still gives full crops, the bottom fifth of every image's rows.
+    The choices after training compare settings image by image (`judges.paired_error`): two or three held-out
+    images make that comparison a guess, and each is an acquisition the network never learns from."""
+    fp = plan.fingerprint
+    held = max(1, round(VAL_SHARE * fp.num_images))
+    cap = GPU_CROP if plan.device.startswith("cuda") else CPU_CROP
+    if held < MIN_PIECES and (1 - VAL_SHARE) * fp.min_side >= cap:
+        plan.add("data.val_split", "bands", f"no val/ folder, and {held} of {fp.num_images} images held out whole "
+                 f"would give the choices under {MIN_PIECES} images to compare on: the bottom {VAL_SHARE:.0%} of "
+                 f"every image's rows is held out instead, so all {fp.num_images} are trained on (the rest of "
+                 f"each, >= {(1 - VAL_SHARE) * fp.min_side:.0f} px, still gives full {cap} px crops)")
+        plan.add("data.val_fraction", VAL_SHARE, "the band's share of each image, judging checkpoints and the "
+                 "choices after training")
+        return
+    plan.add("data.val_fraction", VAL_SHARE, f"no val/ folder: {held} of {fp.num_images} training images are "
+             "held out to judge checkpoints and the choices after training")
 
 
 def layout_choices(plan: Plan) -> None:
@@ -45,8 +67,7 @@ def layout_choices(plan: Plan) -> None:
                  "after training are judged on it")
         plan.add("data.val_masks", f"{layout.val}/{labels}", "its masks")
     else:
-        plan.add("data.val_fraction", 0.2, f"no val/ folder: {max(1, round(0.2 * fp.num_images))} of "
-                 f"{fp.num_images} training images are held out to judge checkpoints and the choices after training")
+        _holdout(plan)
     if layout.test:
         plan.add("data.test_images", f"{layout.test}/images", "a test/ folder: only `evaluate --split test` uses it")
         plan.add("data.test_masks", f"{layout.test}/{labels}", "its masks")
