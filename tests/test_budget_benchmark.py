@@ -75,3 +75,17 @@ def test_curve_takes_the_best_peer_of_each_score(tmp_path: Path, monkeypatch: py
     row["scores"]["pixel_error"] = 0.081
     (tmp_path / "budget-isbi2012-unetkit-10min.json").write_text(json.dumps(row))
     assert budget.curves().splitlines()[0].endswith("unetkit does not reach it in the budgets measured")
+
+
+def test_curve_keeps_a_peers_best_rerun_and_unetkits_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer's protocol never changes, so its best rerun is the one to beat; unetkit's plan may have changed between
+    its reruns, so its latest run is the one that says what the command does now."""
+    monkeypatch.setattr(budget, "RESULTS", tmp_path)
+    _store(tmp_path, "monai", 10, 0.27, FAST, "2026-12-02T09:00:00", variant="first", overrides=[])
+    _store(tmp_path, "monai", 10, 0.30, FAST, "2026-12-02T10:00:00", variant="second", overrides=[])
+    _store(tmp_path, "monai", 10, 0.26, FAST, "2026-12-02T11:00:00", variant="third", overrides=[])
+    _store(tmp_path, "unetkit", 10, 0.35, FAST, "2026-12-02T08:00:00", variant="old-plan", overrides=[])
+    _store(tmp_path, "unetkit", 10, 0.29, FAST, "2026-12-02T12:00:00", variant="new-plan", overrides=[])
+    assert budget.curves().splitlines() == [
+        "camvid (AMD EPYC, AVX-512 bf16): miou: unetkit 10 min 0.2900; best peer monai 10 min 0.3000; "
+        "unetkit does not reach it in the budgets measured"]
